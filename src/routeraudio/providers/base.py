@@ -1,0 +1,180 @@
+"""The adapter contract: every provider is a sans-I/O state machine driven by ``server.session``.
+
+Theory of operation. The driver builds an adapter from validated ``ListenParams``, the provider key
+and the upstream base URL, asks it for the ``UpstreamRequest`` (a value: URL, headers, subprotocols),
+opens the socket itself, and calls ``receive_open()``. From then on it feeds the adapter what happens:
+client audio (``send_audio``), client control (``send_finalize``, ``send_close``), upstream frames
+(``receive_frame``), the upstream close (``receive_close``) and timers (``receive_timer`` at
+``next_deadline()``). After each call it drains ``data_to_send()`` to the provider and
+``events_received()`` to the client. The adapter never raises because of what the provider sent:
+it records a ``ProviderError`` in ``error`` and moves to ``CLOSED``; the driver turns that into an
+error frame and close code 4040.
+
+States::
+
+    CONNECTING --receive_open--> OPEN --send_close--> CLOSING --(end-of-stream marker | close)--> CLOSED
+         \\________________ error / receive_close ____________________________________________/
+
+``done`` becomes true when the adapter has seen everything the provider will send for this session
+(its end-of-stream marker, or the close); the driver then closes the socket and the client with 1000.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping
+
+from ..config import CONTAINER_ENCODINGS, ListenParams
+from ..errors import ProviderError, UpstreamProtocolError
+from ..events import Event
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    subprotocols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider accepts, as data (README's provider table is generated from these).
+
+    ``native`` maps a routeraudio encoding to the sample rates the provider takes as-is (``None``: any
+    of the spec's rates). Raw PCM is only forwarded natively when mono. Anything else is converted to
+    ``pcm_s16le`` mono at the input rate if PCM at that rate is native, else at ``pcm_rate``.
+    """
+
+    native: Mapping[str, tuple[int, ...] | None]
+    pcm_rate: int = 16000
+    default_model: str = ""
+    keepalive_interval: float | None = None  # send_keepalive() after this long without audio
+    partials: bool = True
+    diarization: bool = False
+    turn_end: bool = True
+    notes: tuple[str, ...] = ()  # README: what happens to options the provider cannot honour
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPlan:
+    """What goes upstream: ``encoding``/``sample_rate`` as sent, and whether the audio core converts."""
+
+    encoding: str
+    sample_rate: int
+    convert: bool
+
+
+def _accepts(caps: Capabilities, encoding: str, rate: int) -> bool:
+    rates = caps.native.get(encoding, ())
+    return rates is None or rate in rates
+
+
+def plan_audio(params: ListenParams, caps: Capabilities) -> AudioPlan:
+    """Forward natively where the provider accepts the input, else convert (the spec's rule)."""
+    enc, rate = params.encoding, params.sample_rate
+    if _accepts(caps, enc, rate) and (params.channels == 1 or enc in CONTAINER_ENCODINGS):
+        return AudioPlan(enc, rate, convert=False)
+    if enc not in CONTAINER_ENCODINGS and _accepts(caps, "pcm_s16le", rate):
+        return AudioPlan("pcm_s16le", rate, convert=True)  # decode / downmix only, no resampling
+    return AudioPlan("pcm_s16le", caps.pcm_rate, convert=True)
+
+
+class Adapter(ABC):
+    """Base of all provider adapters. Subclasses set ``name`` and ``CAPABILITIES``."""
+
+    name: ClassVar[str]
+    CAPABILITIES: ClassVar[Capabilities]
+    #: environment variable holding the router's own key for this provider (the SDK's name)
+    API_KEY_ENV: ClassVar[str]
+    DEFAULT_URL: ClassVar[str]
+
+    def __init__(self, params: ListenParams, api_key: str, base_url: str | None = None) -> None:
+        self.params = params
+        self.api_key = api_key
+        self.base_url = base_url or self.DEFAULT_URL
+        self.plan = plan_audio(params, self.CAPABILITIES)
+        self.model = params.model or self.CAPABILITIES.default_model
+        self.state = State.CONNECTING
+        self.error: ProviderError | None = None
+        self.done = False
+        self._to_send: list[str | bytes] = []
+        self._events: list[Event] = []
+
+    # -- what the driver reads ---------------------------------------------------------------
+    def data_to_send(self) -> list[str | bytes]:
+        out, self._to_send = self._to_send, []
+        return out
+
+    def events_received(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def receive_timer(self, now: float) -> None:  # noqa: B027 - optional hook
+        pass
+
+    # -- what the driver feeds ---------------------------------------------------------------
+    @abstractmethod
+    def connect_request(self) -> UpstreamRequest: ...
+
+    def receive_open(self) -> None:
+        self.state = State.OPEN
+
+    @abstractmethod
+    def send_audio(self, data: bytes, now: float) -> None: ...
+
+    @abstractmethod
+    def send_finalize(self) -> None: ...
+
+    @abstractmethod
+    def send_keepalive(self) -> None: ...
+
+    @abstractmethod
+    def send_close(self) -> None:
+        """End of audio: finalise upstream; ``done`` turns true after the provider's last word."""
+
+    @abstractmethod
+    def receive_frame(self, frame: str | bytes) -> None: ...
+
+    def receive_close(self, code: int, reason: str) -> None:
+        """The upstream socket closed. Expected after our close sequence; an error otherwise."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is not State.CLOSING or code not in (1000, 1005):
+            self._fail(ProviderError(
+                f"{self.name} closed the connection unexpectedly (code {code}{': ' + reason if reason else ''})",
+                provider_code=code, provider_message=reason or None))
+            return
+        self._finish()
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def _fail(self, error: ProviderError) -> None:
+        if self.error is None:
+            self.error = error
+        self.state = State.CLOSED
+        self.done = True
+
+    def _protocol_error(self, what: str, frame: str | bytes) -> None:
+        shown = frame[:200] if isinstance(frame, (str, bytes)) else frame
+        self._fail(UpstreamProtocolError(f"{self.name} sent {what}: {shown!r}"))
+
+    def _finish(self) -> None:
+        self.state = State.CLOSED
+        self.done = True
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def _send(self, frame: str | bytes) -> None:
+        self._to_send.append(frame)

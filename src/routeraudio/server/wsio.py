@@ -1,0 +1,189 @@
+"""Glue between websockets' sans-I/O protocols and asyncio transports, shared by both sides.
+
+``WsEndpoint`` owns one protocol object and one transport: it feeds received bytes in, writes what
+the protocol wants written, reassembles fragmented messages, and hands complete messages and the
+close to a callback. Logging goes through a redacting logger so no key or token reaches a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from websockets.frames import Frame, Opcode
+
+OP_CONT, OP_TEXT, OP_BINARY = Opcode.CONT, Opcode.TEXT, Opcode.BINARY
+from websockets.protocol import Protocol, State
+from websockets.http11 import Request, Response
+
+_SECRET_PATTERNS = [
+    # query parameters and header values that carry credentials
+    (re.compile(r"(?i)((?:api_key|jwt_token|token|key)=)[^&\s'\"]+"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)((?:authorization|x-api-key|xi-api-key|sec-websocket-protocol)['\"]?\s*[:=,]\s*['\"]?)"
+                r"[^'\"\r\n]+"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)(\"(?:api_key|key|token)\"\s*:\s*\")[^\"]*"), r"\1[REDACTED]"),
+    (re.compile(r"router_[A-Za-z0-9_\-]+"), "router_[REDACTED]"),
+    (re.compile(r"eyJ[\w\-]+\.[\w\-]+\.[\w\-]*"), "[REDACTED-JWT]"),
+]
+
+
+def redact(text: str) -> str:
+    """Remove keys and tokens from text bound for a log (URLs, headers, JSON)."""
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not take the process down
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = ()
+        return True
+
+
+def redacting_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())
+    return logger
+
+
+def install_redaction() -> None:
+    """Filter the websockets library's own loggers too, in case anything logs through them."""
+    for name in ("websockets", "websockets.server", "websockets.client", "websockets.protocol",
+                 "routeraudio", "routeraudio.server", "routeraudio.session", "routeraudio.upstream"):
+        redacting_logger(name)
+
+
+class WsEndpoint(asyncio.Protocol):
+    """Base for the client-facing and upstream connections. Subclasses implement the ``on_*`` hooks."""
+
+    max_message: int = 2**20
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.ws: Protocol | None = None
+        self._parts: list[bytes] = []
+        self._part_op = 0
+        self._part_size = 0
+        self._closed_reported = False
+        self._abort_handle: asyncio.TimerHandle | None = None
+
+    # -- writing ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        ws, transport = self.ws, self.transport
+        if ws is None or transport is None:
+            return
+        for data in ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+        if ws.close_expected() and self._abort_handle is None and not transport.is_closing():
+            # The peer should close TCP now; don't wait for it forever.
+            self._abort_handle = asyncio.get_running_loop().call_later(2.0, transport.abort)
+
+    def send_text(self, text: str) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is State.OPEN:
+            ws.send_text(text.encode("utf-8"))
+            self.flush()
+
+    def send_binary(self, data: bytes) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is State.OPEN:
+            ws.send_binary(data)
+            self.flush()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        ws = self.ws
+        if ws is None:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if ws.state is State.OPEN:
+            ws.send_close(code, reason[:120])
+            self.flush()
+        elif ws.state is State.CONNECTING and self.transport is not None:
+            self.transport.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- reading ------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        if ws.parser_exc is not None:
+            self.on_parser_error(ws.parser_exc)
+        events = ws.events_received()
+        self.flush()
+        for event in events:
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Request):
+                self.on_request(event)
+            elif isinstance(event, Response):
+                self.on_response(event)
+        if ws.state is State.CLOSED or (ws.state is State.CLOSING and ws.close_rcvd is not None):
+            self._report_closed()
+
+    def _frame(self, frame: Frame) -> None:
+        op = frame.opcode
+        if op is OP_TEXT or op is OP_BINARY:
+            if frame.fin:
+                self.on_message(frame.data.decode("utf-8") if op is OP_TEXT else frame.data)
+                return
+            self._part_op, self._parts, self._part_size = op, [frame.data], len(frame.data)
+        elif op is OP_CONT and self._parts:
+            self._parts.append(frame.data)
+            self._part_size += len(frame.data)
+            if self._part_size > self.max_message:
+                self._parts = []
+                self.on_message_too_big(self._part_size)
+                return
+            if frame.fin:
+                data = b"".join(self._parts)
+                self._parts = []
+                try:
+                    self.on_message(data.decode("utf-8") if self._part_op is OP_TEXT else data)
+                except UnicodeDecodeError:
+                    self.ws.fail(1007, "invalid UTF-8 in text message")
+                    self.flush()
+
+    def _report_closed(self) -> None:
+        if self._closed_reported:
+            return
+        self._closed_reported = True
+        ws = self.ws
+        code = ws.close_code if ws.close_code is not None else 1006
+        self.on_closed(code, ws.close_reason or "")
+
+    def eof_received(self) -> bool | None:
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self.flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+        if self.ws is not None:
+            self.ws.receive_eof()
+            self._report_closed()
+        self.on_lost(exc)
+
+    # -- hooks --------------------------------------------------------------------------------
+    def on_request(self, request: Request) -> None: ...
+    def on_response(self, response: Response) -> None: ...
+    def on_message(self, data: str | bytes) -> None: ...
+    def on_message_too_big(self, size: int) -> None: ...
+    def on_parser_error(self, exc: Exception) -> None: ...
+    def on_closed(self, code: int, reason: str) -> None: ...
+    def on_lost(self, exc: Exception | None) -> None: ...
