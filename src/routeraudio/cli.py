@@ -142,9 +142,9 @@ def cmd_stream(args) -> int:
 
 # -- simulate / demo --------------------------------------------------------------------------------
 def cmd_simulate(args) -> int:
-    from .testing.cli import run_simulator
+    from .testing.cli import main as simulator_main
 
-    return run_simulator(args.provider, host=args.host, port=args.port, key=args.key)
+    return simulator_main(args.sim_args)
 
 
 def cmd_demo(args) -> int:
@@ -195,11 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--endpointing", type=int)
     st.set_defaults(func=cmd_stream)
 
-    sim = sub.add_parser("simulate", help="run a provider simulator on loopback")
-    sim.add_argument("provider", choices=PROVIDERS)
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=0)
-    sim.add_argument("--key", default="sim-key")
+    sim = sub.add_parser("simulate", help="run a provider simulator on loopback (routeraudio simulate PROVIDER -h)",
+                         add_help=False)
+    sim.add_argument("sim_args", nargs=argparse.REMAINDER)
     sim.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="router + simulator + a bundled sample, all on loopback")
@@ -213,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     from .server.wsio import install_redaction
+
+    if args.log_level.upper() != "DEBUG":  # connection open/close chatter is for debugging
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+        logging.getLogger("routeraudio.server.ws").setLevel(logging.WARNING)
 
     install_redaction()
     try:

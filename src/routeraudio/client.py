@@ -57,7 +57,8 @@ def read_audio_file(path: str | Path, encoding: str | None = None, sample_rate: 
     if encoding is None:
         raise ValueError(f"cannot tell the encoding of {p.name}; pass --encoding")
     if encoding in ("ogg_opus", "webm", "mp3"):
-        return AudioSource(encoding, sample_rate or 48000 if encoding != "mp3" else sample_rate or 44100, channels, data)
+        # The container's own rate wins in the router; the declared one only has to be valid.
+        return AudioSource(encoding, sample_rate or (44100 if encoding == "mp3" else 48000), channels, data)
     if not sample_rate:
         raise ValueError(f"raw audio needs --sample-rate ({p.name})")
     return AudioSource(encoding, sample_rate, channels, data)
@@ -117,9 +118,10 @@ class ListenClient:
                 await self._queue.put(msg)
         except ConnectionClosed:
             pass
-        rcvd = self.ws.close_rcvd
-        self.closed = Closed(rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "", error)
-        await self._queue.put(None)
+        finally:
+            code = self.ws.close_code
+            self.closed = Closed(1006 if code is None else code, self.ws.close_reason or "", error)
+            await self._queue.put(None)
 
     async def send(self, audio: bytes) -> None:
         await self.ws.send(audio)

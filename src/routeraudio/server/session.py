@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .app import ClientConnection, Router
 
 logger = logging.getLogger("routeraudio.session")
+FINALIZE = object()  # a client finalize queued behind audio while upstream connects
 
 
 class Session:
@@ -53,7 +54,9 @@ class Session:
         else:
             self.audio = AudioMeter(params.encoding, params.sample_rate, params.channels)
         self.upstream: upstream_mod.UpstreamConnection | None = None
-        self._pending: list[bytes] | None = []  # None once upstream is open
+        # Audio (bytes) and finalize requests (FINALIZE) that arrived before upstream opened, in order;
+        # None once it is open.
+        self._pending: list[bytes | object] | None = []
         self.ending = False  # close_stream received
         self.finished = False  # the client has been closed (or is gone)
         now = self.loop.time()
@@ -98,8 +101,11 @@ class Session:
         self.adapter.receive_open()
         pending, self._pending = self._pending, None
         now = self.loop.time()
-        for pcm in pending:
-            self.adapter.send_audio(pcm, now)
+        for item in pending:
+            if item is FINALIZE:
+                self.adapter.send_finalize()
+            else:
+                self.adapter.send_audio(item, now)
         if pending:
             self.last_upstream_audio = now
         if self.ending:
@@ -149,9 +155,13 @@ class Session:
         if kind == "keep_alive":
             return
         if kind == "finalize":
-            if not self.ending and self._pending is None:
+            if self.ending:
+                return
+            if self._pending is None:
                 self.adapter.send_finalize()
                 self._pump()
+            else:
+                self._pending.append(FINALIZE)
             return
         if kind == "close_stream":
             self.on_close_stream()

@@ -161,9 +161,9 @@ class WsEndpoint(asyncio.Protocol):
         if self._closed_reported:
             return
         self._closed_reported = True
-        ws = self.ws
-        code = ws.close_code if ws.close_code is not None else 1006
-        self.on_closed(code, ws.close_reason or "")
+        # close_code/close_reason stay None until the TCP close; the frame we received is what counts.
+        rcvd = self.ws.close_rcvd
+        self.on_closed(rcvd.code if rcvd is not None else 1006, rcvd.reason if rcvd is not None else "")
 
     def eof_received(self) -> bool | None:
         if self.ws is not None:
