@@ -26,48 +26,79 @@ def _check(encoding: str, sample_rate: int, channels: int) -> None:
         raise ValueError(f"channels must be 1..8, got {channels!r}")
 
 
-class _OpusPath:
-    """Ogg or WebM demuxer feeding one libopus decoder built when the stream's head is known."""
+def _opus_batches(demux, packets: list, final: bool):
+    """Yield (packets, trim_end, new_stream) until the demuxer has nothing more for this input.
 
-    __slots__ = ("demux", "decoder", "target_rate", "samples48")
+    The demuxers stop early in two cases so that ``trim_end`` and stream properties stay unambiguous:
+    at a chained Ogg stream (``head_changed``: later packets need a new decoder) and after a WebM
+    packet carrying DiscardPadding. Calling ``feed(b"")`` (``flush()`` at end of input) resumes.
+    """
+    new_stream = False
+    while True:
+        yield packets, demux.trim_end, new_stream
+        if getattr(demux, "head_changed", False):
+            new_stream = True
+        elif packets and demux.trim_end and not final:
+            new_stream = False
+        else:
+            return
+        packets = demux.flush() if final else demux.feed(b"")
+
+
+def _opus_demuxer(encoding: str):
+    if encoding == "ogg_opus":
+        from ._codec.ogg import OggDemuxer
+
+        return OggDemuxer()
+    from ._codec.webm import WebmDemuxer
+
+    return WebmDemuxer()
+
+
+class _OpusPath:
+    """Ogg or WebM demuxer feeding a libopus decoder, built when the stream's head is known (and
+    again for each chained Ogg stream)."""
+
+    __slots__ = ("demux", "decoder", "target_rate", "samples48_done")
 
     def __init__(self, encoding: str, target_rate: int) -> None:
-        if encoding == "ogg_opus":
-            from ._codec.ogg import OggDemuxer as Demuxer
-        else:
-            from ._codec.webm import WebmDemuxer as Demuxer
         if target_rate not in OPUS_RATES:
             raise ValueError(f"Opus decodes to {OPUS_RATES}, not {target_rate}")
-        self.demux = Demuxer()
+        self.demux = _opus_demuxer(encoding)
         self.decoder = None
         self.target_rate = target_rate
-        self.samples48 = 0
+        self.samples48_done = 0  # from decoders of earlier chained streams
 
-    def _decode(self, packets: list) -> bytes:
-        if not packets:
-            return b""
-        dec = self.decoder
-        if dec is None:
-            from ._codec.opus import OpusDecoder
+    def _run(self, packets: list, final: bool) -> bytes:
+        out = b""
+        for batch, trim_end, new_stream in _opus_batches(self.demux, packets, final):
+            if new_stream and self.decoder is not None:
+                self.samples48_done += self.decoder.samples_decoded
+                self.decoder = None
+            if not batch:
+                continue
+            dec = self.decoder
+            if dec is None:
+                from ._codec.opus import OpusDecoder
 
-            d = self.demux
-            dec = self.decoder = OpusDecoder(d.channels, self.target_rate, d.pre_skip, d.output_gain)
-        out = dec.decode_many(packets, self.demux.trim_end)
-        self.samples48 = dec.samples_decoded
+                d = self.demux
+                dec = self.decoder = OpusDecoder(d.channels, self.target_rate, d.pre_skip, d.output_gain)
+            out += dec.decode_many(batch, trim_end)
         return out
 
     def feed(self, data) -> bytes:
-        return self._decode(self.demux.feed(data))
+        packets = self.demux.feed(data)
+        if not packets and not getattr(self.demux, "head_changed", False):
+            return b""
+        return self._run(packets, False)
 
     def flush(self) -> bytes:
-        out = self._decode(self.demux.flush())
-        if self.decoder is not None:
-            out += self.decoder.flush()
-        return out
+        return self._run(self.demux.flush(), True)
 
     @property
     def duration(self) -> float:
-        return self.samples48 / 48000.0
+        dec = self.decoder
+        return (self.samples48_done + (dec.samples_decoded if dec is not None else 0)) / 48000.0
 
 
 class _Mp3Path:
@@ -157,25 +188,27 @@ class AudioMeter:
         self._demux = None
         self._mp3 = None
         self._samples48 = 0
-        if encoding == "ogg_opus":
-            from ._codec.ogg import OggDemuxer
-
-            self._demux = OggDemuxer()
-        elif encoding == "webm":
-            from ._codec.webm import WebmDemuxer
-
-            self._demux = WebmDemuxer()
+        if encoding in ("ogg_opus", "webm"):
+            self._demux = _opus_demuxer(encoding)
         elif encoding == "mp3":
             from ._codec.mp3 import Mp3Decoder
 
             self._mp3 = Mp3Decoder()  # decoding MP3 costs ~5 us per frame: the honest meter
 
+    def _count(self, packets: list, final: bool) -> None:
+        from ._codec.opus import packet_samples
+
+        for batch, trim_end, _ in _opus_batches(self._demux, packets, final):
+            for p in batch:
+                self._samples48 += packet_samples(p)
+            if batch:
+                self._samples48 -= trim_end
+
     def feed(self, data):
         if self._demux is not None:
-            from ._codec.opus import packet_samples
-
-            for p in self._demux.feed(data):
-                self._samples48 += packet_samples(p)
+            packets = self._demux.feed(data)
+            if packets or getattr(self._demux, "head_changed", False):
+                self._count(packets, False)
         elif self._mp3 is not None:
             self._mp3.feed(data)
         else:
@@ -184,10 +217,7 @@ class AudioMeter:
 
     def flush(self) -> bytes:
         if self._demux is not None:
-            from ._codec.opus import packet_samples
-
-            for p in self._demux.flush():
-                self._samples48 += packet_samples(p)
+            self._count(self._demux.flush(), True)
         elif self._mp3 is not None:
             self._mp3.flush()
         elif self._bytes % self._frame:

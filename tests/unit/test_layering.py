@@ -1,6 +1,7 @@
 """STYLE.md's dependency direction, enforced by walking imports."""
 
 import ast
+import re
 from pathlib import Path
 
 
@@ -9,7 +10,12 @@ PKG = Path(__file__).resolve().parents[2] / "src" / "routeraudio"
 IO_MODULES = {"asyncio", "websockets", "uvloop", "socket", "ssl", "sqlite3"}
 
 
+_PYX_IMPORT = re.compile(r"^\s*(?:from\s+(\S+)\s+(?:c?import)|c?import\s+([\w.]+))", re.M)
+
+
 def _imports(path: Path) -> set[str]:
+    if path.suffix == ".pyx":  # Cython is not Python syntax: read the import lines
+        return {a or b for a, b in _PYX_IMPORT.findall(path.read_text())}
     tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
@@ -44,3 +50,10 @@ def test_audio_and_events_do_no_io():
     for name in ("audio.py", "events.py", "errors.py", "config.py"):
         bad = {n for n in _imports(PKG / name) if n.split(".")[0] in IO_MODULES}
         assert not bad, f"{name} imports {bad}"
+
+
+def test_codec_imports_nothing_of_ours_but_errors():
+    for path in _sources("_codec"):
+        ours = {n for n in _imports(path) if n.startswith("routeraudio") or n.startswith(".")}
+        extra = {n for n in ours if n != "routeraudio.errors" and not n.startswith("routeraudio._codec")}
+        assert not extra, f"{path.name} imports {extra}"

@@ -129,7 +129,9 @@ class Adapter(ABC):
     def connect_request(self) -> UpstreamRequest: ...
 
     def receive_open(self) -> None:
-        self.state = State.OPEN
+        """The upstream socket is open. Frames queued before it (``send_*`` while CONNECTING) go first."""
+        if self.state is State.CONNECTING:  # a send_close() before the open keeps CLOSING
+            self.state = State.OPEN
 
     @abstractmethod
     def send_audio(self, data: bytes, now: float) -> None: ...
