@@ -158,7 +158,11 @@ class ServerConfig:
     idle_timeout: float = 30.0  # no audio or keep_alive from the client
     finalize_timeout: float = 10.0  # close_stream -> provider's end-of-stream marker
     upstream_close_timeout: float = 2.0  # our close -> provider's socket gone
-    max_pending_audio_seconds: float = 10.0  # audio buffered while upstream connects or stalls
+    max_pending_audio_seconds: float = 10.0  # audio buffered while upstream connects
+    pace_lead_seconds: float = 10.0  # a client may run this far ahead of real time, then it is paced (0: off)
+    upstream_ping_interval: float = 20.0  # WebSocket ping to the provider (0: off)...
+    upstream_ping_timeout: float = 20.0  # ...which must be answered within this long
+    stall_timeout: float = 10.0  # the provider stops reading our audio for this long: 4040
     max_sessions_per_key: int = 100
     drain_timeout: float = 20.0  # SIGTERM -> streams get to finish
     provider_keys: dict[str, str] = field(default_factory=dict)

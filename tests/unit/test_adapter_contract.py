@@ -23,10 +23,14 @@ NAMES = sorted(ADAPTERS)
 KEY = "contract-test-key-0123"
 
 #: The provider's own last message after its close request, when it has one (else the close ends it).
-END_OF_STREAM: dict[str, list[str]] = {
-    "deepgram": ['{"type":"Metadata","transaction_key":"deprecated","request_id":"r","sha256":"0",'
-                 '"created":"2026-01-01T00:00:00.000Z","duration":1.0,"channels":1}'],
-}
+def _end_of_stream(name: str) -> list[str | bytes]:
+    """The frames that complete a session after send_close(), as the provider's simulator sends them."""
+    import importlib
+
+    return list(importlib.import_module(f"routeraudio.testing.{name}").END_OF_STREAM_FRAMES)
+
+
+END_OF_STREAM = {name: _end_of_stream(name) for name in NAMES}
 
 GARBAGE = ["this is not json", "{", "[1, 2, 3]", "null", "\x00\xff"]
 

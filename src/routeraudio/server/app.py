@@ -300,13 +300,8 @@ class ClientConnection(WsEndpoint):
         self.close(code, message)
 
     def on_message(self, data: str | bytes) -> None:
-        session = self.session
-        if session is None:
-            return
-        if type(data) is bytes:
-            session.on_audio(data)
-        else:
-            session.on_text(data)
+        if self.session is not None:
+            self.session.on_message(data)
 
     def on_message_too_big(self, size: int) -> None:
         self._too_big(size)

@@ -18,6 +18,7 @@ Any error -> ``_fail``: one error frame, the close code from ``errors.close_code
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -67,6 +68,11 @@ class Session:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._adapter_deadline: float | None = None
         self._partials = params.partial_results
+        self._paused: set[str] = set()  # why client reading is paused: "pace", "stall"
+        # Client messages read but not yet processed because the client is being paced (at most what
+        # one socket read held when the pause began); kept in order with control messages.
+        self._held: collections.deque[str | bytes] = collections.deque()
+        self._ping_outstanding: bytes | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -98,6 +104,9 @@ class Session:
         conn.message_cb = self._on_upstream_message
         conn.closed_cb = self._on_upstream_closed
         conn.writable_cb = self._on_upstream_writable
+        conn.pong_cb = self._on_pong
+        if self.cfg.upstream_ping_interval:
+            self._arm("ping", self.cfg.upstream_ping_interval, self._ping)
         self.adapter.receive_open()
         pending, self._pending = self._pending, None
         now = self.loop.time()
@@ -113,6 +122,14 @@ class Session:
         self._pump()
 
     # -- from the client ----------------------------------------------------------------------
+    def on_message(self, data: str | bytes) -> None:
+        if self._held or "pace" in self._paused:
+            self._held.append(data)
+        elif type(data) is bytes:
+            self.on_audio(data)
+        else:
+            self.on_text(data)
+
     def on_audio(self, data: bytes) -> None:
         if self.finished:
             return
@@ -129,6 +146,11 @@ class Session:
             return
         now = self.loop.time()
         self.last_client = now
+        lead = self.cfg.pace_lead_seconds
+        if lead and self.audio.duration - (now - self.started) > lead and "pace" not in self._paused:
+            # Faster than real time: stop reading until real time catches up to half the lead.
+            self._pause("pace")
+            self._arm("pace", self.audio.duration - (now - self.started) - lead / 2, self._unpace)
         if not pcm:
             return
         if self._pending is None:
@@ -210,13 +232,67 @@ class Session:
                                      provider_code=code, provider_message=reason or None))
 
     def _on_upstream_writable(self, writable: bool) -> None:
-        transport = self.client.transport
-        if transport is None or transport.is_closing():
-            return
+        # The provider reads slower than the client sends: stop reading the client (TCP pushes back),
+        # and give the provider stall_timeout to catch up.
         if writable:
-            transport.resume_reading()
+            self._cancel("stall")
+            self._resume("stall")
         else:
+            self._pause("stall")
+            self._arm("stall", self.cfg.stall_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        up = self.upstream
+        buffered = up.buffered_bytes() if up is not None else 0
+        plan = self.adapter.plan
+        per_second = plan.sample_rate * (1 if plan.encoding == "pcm_mulaw" else 2)
+        what = (f"{buffered / per_second:.1f} s of audio" if plan.encoding.startswith("pcm")
+                else f"{buffered} bytes of audio")
+        self._fail(UpstreamTimeoutError(
+            f"{self.params.provider} stopped reading audio for {self.cfg.stall_timeout:g} s; "
+            f"{what} not yet delivered to it were dropped"))
+
+    def _pause(self, reason: str) -> None:
+        transport = self.client.transport
+        if not self._paused and transport is not None and not transport.is_closing():
             transport.pause_reading()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self._paused.discard(reason)
+        transport = self.client.transport
+        if not self._paused and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _unpace(self) -> None:
+        self._paused.discard("pace")
+        held = self._held
+        while held and "pace" not in self._paused and not self.finished:
+            data = held.popleft()
+            if type(data) is bytes:
+                self.on_audio(data)
+            else:
+                self.on_text(data)
+        if "pace" not in self._paused:
+            self._paused.add("pace")  # _resume() resumes the transport only when nothing else holds it
+            self._resume("pace")
+
+    def _ping(self) -> None:
+        if self.finished or self.upstream is None:
+            return
+        if self._ping_outstanding is not None:
+            self._fail(UpstreamTimeoutError(
+                f"{self.params.provider} stopped answering WebSocket pings for "
+                f"{self.cfg.upstream_ping_timeout:g} s"))
+            return
+        self._ping_outstanding = data = self.loop.time().hex().encode()
+        self.upstream.ping(data)
+        self._arm("ping", self.cfg.upstream_ping_timeout, self._ping)
+
+    def _on_pong(self, data: bytes) -> None:
+        if data == self._ping_outstanding:
+            self._ping_outstanding = None
+            self._arm("ping", self.cfg.upstream_ping_interval, self._ping)
 
     # -- the pump -----------------------------------------------------------------------------
     def _pump(self) -> None:

@@ -48,6 +48,7 @@ class UpstreamConnection(WsEndpoint):
         self.message_cb: Callable[[str | bytes], None] = lambda data: None
         self.closed_cb: Callable[[int, str], None] = lambda code, reason: None
         self.writable_cb: Callable[[bool], None] = lambda ok: None
+        self.pong_cb: Callable[[bytes], None] = lambda data: None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -95,6 +96,12 @@ class UpstreamConnection(WsEndpoint):
                 f"{self.provider} closed the connection during the handshake{detail}"))
         elif not self._closed_reported:
             self._report_closed()
+
+    def on_pong(self, data: bytes) -> None:
+        self.pong_cb(data)
+
+    def buffered_bytes(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
     def pause_writing(self) -> None:
         self.writable_cb(False)

@@ -13,7 +13,7 @@ import re
 
 from websockets.frames import Frame, Opcode
 
-OP_CONT, OP_TEXT, OP_BINARY = Opcode.CONT, Opcode.TEXT, Opcode.BINARY
+OP_CONT, OP_TEXT, OP_BINARY, OP_PONG = Opcode.CONT, Opcode.TEXT, Opcode.BINARY, Opcode.PONG
 from websockets.protocol import Protocol, State
 from websockets.http11 import Request, Response
 
@@ -112,6 +112,12 @@ class WsEndpoint(asyncio.Protocol):
         elif ws.state is State.CONNECTING and self.transport is not None:
             self.transport.abort()
 
+    def ping(self, data: bytes) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is State.OPEN:
+            ws.send_ping(data)
+            self.flush()
+
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
@@ -141,6 +147,8 @@ class WsEndpoint(asyncio.Protocol):
                 self.on_message(frame.data.decode("utf-8") if op is OP_TEXT else frame.data)
                 return
             self._part_op, self._parts, self._part_size = op, [frame.data], len(frame.data)
+        elif op is OP_PONG:
+            self.on_pong(frame.data)
         elif op is OP_CONT and self._parts:
             self._parts.append(frame.data)
             self._part_size += len(frame.data)
@@ -185,5 +193,6 @@ class WsEndpoint(asyncio.Protocol):
     def on_message(self, data: str | bytes) -> None: ...
     def on_message_too_big(self, size: int) -> None: ...
     def on_parser_error(self, exc: Exception) -> None: ...
+    def on_pong(self, data: bytes) -> None: ...
     def on_closed(self, code: int, reason: str) -> None: ...
     def on_lost(self, exc: Exception | None) -> None: ...

@@ -1,6 +1,6 @@
 """Provider simulators that speak each real protocol on loopback, for tests, demos and users' own CI.
 
-``DeepgramSimulator`` is the first; every simulator shares ``base.SimulatorServer`` (handshake hook,
+One simulator per provider; every simulator shares ``base.SimulatorServer`` (handshake hook,
 connection records, scripted words, failure injection). ``SIMULATORS`` maps a provider name to its
 class path; ``simulator_class(name)`` imports it on demand. ``routeraudio simulate <provider>`` runs one.
 """
@@ -11,8 +11,17 @@ import importlib
 
 from .base import ConnectionRecord, Faults, Script, ScriptWord, SimulatorServer
 
+# Every simulator takes (api_key=, script=, faults=, host=, port=) and has ``listen_url``; its module
+# also exports END_OF_STREAM_FRAMES: what the provider sends, after the adapter's send_close(), that
+# completes a session (the adapter contract test replays it).
 SIMULATORS: dict[str, str] = {
     "deepgram": "routeraudio.testing.deepgram:DeepgramSimulator",
+    "assemblyai": "routeraudio.testing.assemblyai:AssemblyAISimulator",
+    "elevenlabs": "routeraudio.testing.elevenlabs:ElevenLabsSimulator",
+    "openai": "routeraudio.testing.openai:OpenAISimulator",
+    "speechmatics": "routeraudio.testing.speechmatics:SpeechmaticsSimulator",
+    "soniox": "routeraudio.testing.soniox:SonioxSimulator",
+    "gradium": "routeraudio.testing.gradium:GradiumSimulator",
 }
 
 

@@ -312,9 +312,12 @@ class SimulatorServer:
         ws.transport.abort()
         record.closed_by = "reset"
 
-    async def stall(self) -> None:
-        """Stop reading and writing until the simulator stops (TCP back-pressure does the rest)."""
+    async def stall(self, ws: ServerConnection | None = None) -> None:
+        """Stop reading and writing until the simulator stops, like a hung process: the socket is no
+        longer read at all, so TCP back-pressure builds and pings go unanswered."""
         assert self._released is not None
+        if ws is not None and ws.transport is not None:
+            ws.transport.pause_reading()
         await self._released.wait()
         raise SessionOver("stalled until the simulator stopped")
 
@@ -328,7 +331,7 @@ class SimulatorServer:
                 await self.close(ws, record, f.fail_code, f.fail_reason)
             raise SessionOver("failure injected")
         if f.stall_after_finals is not None and record.finals_sent >= f.stall_after_finals:
-            await self.stall()
+            await self.stall(ws)
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)

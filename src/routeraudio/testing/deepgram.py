@@ -417,3 +417,6 @@ class DeepgramSimulator(SimulatorServer):
             await self._send_json(ws, record, msg)
             if msg.get("is_final") and msg["channel"]["alternatives"][0]["transcript"]:
                 await self.final_sent(ws, record)
+
+#: What Deepgram sends after CloseStream once every final is out (the adapter contract test replays it).
+END_OF_STREAM_FRAMES = [json.dumps(metadata_message("00000000-0000-0000-0000-000000000000", "0" * 64, 1.0, 1))]
