@@ -66,27 +66,33 @@ class Router:
         return self.server.sockets[0].getsockname()[1]
 
     async def shutdown(self, drain_timeout: float | None = None) -> None:
-        """Stop accepting, let open streams finish (close_stream semantics), then 1001 the rest."""
+        """Drain: /readyz turns 503 and new sessions are refused (error frame + 1001) while open
+        streams finish (close_stream semantics) until the deadline; the rest get their finals and 1001.
+        The listener stays open meanwhile so that load balancers can read the 503."""
         self.ready = False
         self.draining = True
+        deadline = self.config.drain_timeout if drain_timeout is None else drain_timeout
+        if not await self._wait_sessions(deadline):
+            for s in list(self.sessions):
+                s.drain_expired()
+            if not await self._wait_sessions(self.config.finalize_timeout + 0.5):
+                for s in list(self.sessions):
+                    s.shutdown_expired()
+        for conn in list(self.connections):
+            conn.close(1001, "server shutting down")
         if self.server is not None:
             self.server.close()
-        deadline = self.config.drain_timeout if drain_timeout is None else drain_timeout
-        for s in list(self.sessions):
-            s.shutdown()
+        await asyncio.sleep(0.1)  # let close frames go out
+        self.keys.close()
+
+    async def _wait_sessions(self, timeout: float) -> bool:
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(timeout):
                 while self.sessions:
                     await asyncio.sleep(0.05)
         except TimeoutError:
-            for s in list(self.sessions):
-                s.shutdown_expired()
-        for conn in list(self.connections):
-            conn.close(1001, "server shutting down")
-        await asyncio.sleep(0.1)  # let close frames go out
-        if self.server is not None:
-            self.server.close()
-        self.keys.close()
+            return False
+        return True
 
     def session_ended(self, session: Session) -> None:
         if session in self.sessions:

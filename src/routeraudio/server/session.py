@@ -73,6 +73,7 @@ class Session:
         # one socket read held when the pause began); kept in order with control messages.
         self._held: collections.deque[str | bytes] = collections.deque()
         self._ping_outstanding: bytes | None = None
+        self._end_code = 1000  # 1001 when the drain deadline ended the stream
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -372,8 +373,10 @@ class Session:
             "close_stream; every transcript received before this error was delivered"))
 
     # -- endings ------------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        """Server is draining: end audio as if the client sent close_stream."""
+    def drain_expired(self) -> None:
+        """The drain deadline passed with this stream still open: end its audio as close_stream
+        does, deliver what the provider still sends, then close with 1001 instead of 1000."""
+        self._end_code = 1001
         self.on_close_stream()
 
     def shutdown_expired(self) -> None:
@@ -383,8 +386,13 @@ class Session:
         if self.finished:
             return
         self.finished = True
-        self.client.close(1000)
-        self._record_close(1000)
+        code = self._end_code
+        if code != 1000:
+            self.client.send_text(error_json(
+                "the router is shutting down: this stream's audio was ended at the drain deadline and "
+                "every transcript for it was delivered; reconnect to continue", code))
+        self.client.close(code)
+        self._record_close(code)
         self._close_upstream()
         self._cleanup()
 
