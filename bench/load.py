@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
 import multiprocessing as mp
@@ -36,12 +35,10 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -49,12 +46,13 @@ HERE = Path(__file__).resolve().parent
 FRAME_MS = 20
 SAMPLE_EVERY = 5  # latency samples: every 5th frame (100 ms) of every stream
 
-# profile -> (client encoding, rate, provider behind the router, what reaches the provider)
+# profile -> client encoding and rate, the provider behind the router (bench/loadgen.py's sink speaks a
+# minimal Deepgram or Speechmatics), and whether the router converts (WebM/Opus -> 16 kHz PCM).
 PROFILES = {
     "telephony": dict(encoding="pcm_mulaw", rate=8000, provider="deepgram", converted=False),
     "pcm16k": dict(encoding="pcm_s16le", rate=16000, provider="deepgram", converted=False),
     "browser": dict(encoding="webm", rate=48000, provider="speechmatics", converted=True),
-    "pcm44k": dict(encoding="pcm_s16le", rate=44100, provider="openai", converted=True),
+    "pcm44k": dict(encoding="pcm_s16le", rate=44100, provider="speechmatics", converted=False),
 }
 SCRIPT = "Hello, how are you today? I am calling about my order. It was supposed to arrive on Monday."
 
@@ -108,147 +106,85 @@ def _mulaw(s: int) -> int:
     return ~(sign | (exp << 4) | mant) & 0xFF
 
 
-# -- simulator process ------------------------------------------------------------------------------
-def _audio_len(frame) -> int:
-    if isinstance(frame, bytes):
-        return len(frame)
-    if '"audio' not in frame:
-        return 0
-    try:
-        msg = json.loads(frame)
-    except ValueError:
-        return 0
-    for key in ("audio", "audio_base_64", "audio_base64"):
-        if isinstance(msg.get(key), str):
-            return len(base64.b64decode(msg[key]))
-    return 0
+# -- provider sink process -------------------------------------------------------------------------
+SINK_PATHS = {"deepgram": "/v1/listen", "speechmatics": "/v2"}
 
 
 def sim_main(provider: str, port_file: str, stats_file: str, seconds: float) -> None:
     import uvloop
 
-    from routeraudio.testing import simulator_class
-    from routeraudio.testing.base import Script
-
-    base = simulator_class(provider)
-
-    class BenchSim(base):  # type: ignore[misc, valid-type]
-        async def receive(self, ws, record, timeout=None):
-            frame = await super().receive(ws, record, timeout)
-            if frame is not None:
-                n = _audio_len(frame)
-                if n:
-                    info = record.info
-                    total = info["bytes"] = info.get("bytes", 0) + n
-                    info.setdefault("rx", []).append((time.monotonic(), total))
-            return frame
-
-        async def send_text(self, ws, record, text):
-            await super().send_text(ws, record, text)
-            if _is_final(provider, text):
-                record.info.setdefault("finals_tx", []).append(time.monotonic())
+    from loadgen import Sink
 
     async def main():
-        script = Script.from_text(SCRIPT, start=0.3, word_s=0.3, gap_s=0.06, pause_s=1.0, repeat=True)
-        sim = BenchSim(api_key=None, script=script)
+        sink = Sink(provider)
+        port = await sink.start()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        async with sim:
-            Path(port_file).write_text(sim.listen_url)
-            await stop.wait()
-            out = {}
-            for rec in sim.connections:
-                key = (rec.header("authorization") or rec.header("x-api-key") or "").split()[-1:]
-                key = key[0] if key else ""
-                out.setdefault(key, []).append({
-                    "query": {k: v[0] for k, v in rec.query.items()},
-                    "rx": rec.info.get("rx", []), "finals_tx": rec.info.get("finals_tx", []),
-                    "bytes": rec.info.get("bytes", 0)})
-            Path(stats_file).write_text(json.dumps(out))
+        Path(port_file).write_text(f"ws://127.0.0.1:{port}{SINK_PATHS[provider]}")
+        await stop.wait()
+        out: dict = {}
+        for rec in sink.records:
+            out.setdefault(rec["key"], []).append(rec)
+        Path(stats_file).write_text(json.dumps(out))
 
     uvloop.run(main())
 
 
-def _is_final(provider: str, text: str) -> bool:
-    if provider == "deepgram":
-        return '"is_final":true' in text.replace(" ", "") and '"transcript":""' not in text.replace(" ", "")
-    if provider == "speechmatics":
-        return '"AddTranscript"' in text and '"transcript":""' not in text.replace(" ", "")
-    if provider == "openai":
-        return "transcription.completed" in text
-    return False
-
-
 # -- client processes -------------------------------------------------------------------------------
-@dataclass
-class StreamResult:
-    key: str
-    tx: list = field(default_factory=list)  # (t_send, bytes_cum, seconds_cum) every SAMPLE_EVERY frames
-    finals_rx: list = field(default_factory=list)
-    close: int | None = None
-    bytes_sent: int = 0
-    seconds_sent: float = 0.0
-
-
 def client_main(mode: str, url: str, profile: str, keys: list[str], seconds: float, start_at: float,
                 result_file: str, loop_kind: str) -> None:
-    """Run len(keys) streams from this process; ``mode`` is router or direct (Deepgram protocol)."""
+    """Run len(keys) streams from this process on one 20 ms ticker; ``mode``: router or direct."""
     import uvloop
 
-    from routeraudio.providers.base import UpstreamRequest
-    from routeraudio.server import upstream as up
+    from loadgen import masked_frames, open_client, text_frame
 
     frames, ends = make_frames(profile, seconds)
+    wire = masked_frames(frames)
     p = PROFILES[profile]
-
-    async def one(key: str, offset: float) -> StreamResult:
-        res = StreamResult(key)
-        if mode == "router":
-            q = {"provider": p["provider"], "encoding": p["encoding"], "sample_rate": p["rate"]}
-            req = UpstreamRequest(f"{url}?{urlencode(q)}", (("x-api-key", key),))
-        else:  # straight to the (Deepgram) simulator, in its own protocol
-            q = {"model": "nova-3", "channels": 1}
-            if p["encoding"] != "webm":
-                q.update(encoding={"pcm_mulaw": "mulaw", "pcm_s16le": "linear16"}[p["encoding"]],
-                         sample_rate=p["rate"])
-            req = UpstreamRequest(f"{url}?{urlencode(q)}", (("Authorization", f"Token {key}"),))
-        conn = await up.connect(req, "bench", timeout=30)
-        done = asyncio.get_running_loop().create_future()
-
-        def on_message(data):
-            if isinstance(data, str) and ('"transcript"' in data and '"is_partial":true' not in data
-                                          and ('"type":"transcript"' in data or '"is_final":true' in data)):
-                res.finals_rx.append(time.monotonic())
-
-        def on_closed(code, reason):
-            res.close = code
-            if not done.done():
-                done.set_result(None)
-
-        conn.message_cb, conn.closed_cb = on_message, on_closed
-        t0 = start_at + offset
-        total = 0
-        for i, frame in enumerate(frames):
-            delay = t0 + i * FRAME_MS / 1000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            conn.send_binary(frame)
-            total += len(frame)
-            if i % SAMPLE_EVERY == 0 or i == len(frames) - 1:
-                res.tx.append((time.monotonic(), total, ends[i]))
-        res.bytes_sent, res.seconds_sent = total, ends[-1]
-        conn.send_text(json.dumps({"type": "close_stream"} if mode == "router" else {"type": "CloseStream"}))
-        try:
-            await asyncio.wait_for(done, 30)
-        except TimeoutError:
-            conn.abort()
-        return res
+    host_port, _, path = url.removeprefix("ws://").partition("/")
+    host, port = host_port.split(":")
+    path = "/" + path
 
     async def main():
-        # spread stream phases over one frame so sends don't all land on the same tick
-        tasks = [one(k, (i % 50) * FRAME_MS / 1000 / 50) for i, k in enumerate(keys)]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        out = [r.__dict__ if isinstance(r, StreamResult) else {"error": repr(r)} for r in results]
+        conns = []
+        for key in keys:
+            if mode == "router":
+                q = {"provider": p["provider"], "encoding": p["encoding"], "sample_rate": p["rate"]}
+                conns.append(await open_client(host, int(port), f"{path}?{urlencode(q)}", {"x-api-key": key}))
+            else:
+                q = {"model": "nova-3", "channels": 1}
+                if p["encoding"] != "webm":
+                    q.update(encoding={"pcm_mulaw": "mulaw", "pcm_s16le": "linear16"}[p["encoding"]],
+                             sample_rate=p["rate"])
+                conns.append(await open_client(host, int(port), f"{path}?{urlencode(q)}",
+                                               {"Authorization": f"Token {key}"}))
+        tx = [[] for _ in conns]
+        groups = 10  # streams are spread over 10 phases 2 ms apart, as independent callers would be
+        cum = 0
+        for i, f in enumerate(wire):
+            cum += len(frames[i])
+            for g in range(groups):
+                delay = start_at + i * FRAME_MS / 1000 + g * FRAME_MS / 1000 / groups - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sample = i % SAMPLE_EVERY == 0 or i == len(wire) - 1
+                for k in range(g, len(conns), groups):
+                    c = conns[k]
+                    if c.transport.is_closing():
+                        continue
+                    c.transport.write(f)
+                    if sample:
+                        tx[k].append((time.monotonic(), cum, ends[i]))
+        end_msg = text_frame(json.dumps({"type": "close_stream"} if mode == "router" else {"type": "CloseStream"}))
+        for c in conns:
+            if not c.transport.is_closing():
+                c.transport.write(end_msg)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.closed for c in conns)), 30)
+        except TimeoutError:
+            pass
+        out = [{"key": k, "tx": tx[i], "finals_rx": c.finals_rx, "close": c.close_code,
+                "bytes_sent": cum, "seconds_sent": ends[-1]} for i, (k, c) in enumerate(zip(keys, conns))]
         Path(result_file).write_text(json.dumps(out))
 
     (uvloop.run if loop_kind == "uvloop" else asyncio.run)(main())
@@ -388,7 +324,7 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
              workers: int = 1, use_nginx: bool = False) -> dict:
     """mode: 'router' or 'direct' (straight to the simulator, or via nginx with use_nginx)."""
     p = PROFILES[profile]
-    provider = p["provider"] if mode == "router" else "deepgram"
+    provider = p["provider"] if mode == "router" else "deepgram"  # direct: the Deepgram-protocol sink
     tmp = tempfile.mkdtemp(prefix="ra-load-")
     ctx = mp.get_context("spawn")
     port_file, stats_file = f"{tmp}/sim.url", f"{tmp}/sim.json"
@@ -477,7 +413,7 @@ def analyse(mode, profile, n, seconds, results, sim_stats, cpu, rss_before, rss_
         s = conns[-1]
         rx = s["rx"]
         if converted:
-            rate = int(s["query"].get("sample_rate", 0)) or (24000 if p["provider"] == "openai" else 16000)
+            rate = int(s["query"].get("sample_rate", 0)) or 16000
             bps = rate * 2
             expected = r["seconds_sent"] * bps
             if s["bytes"] < expected - bps * 0.01:  # within a resampler block / Opus pre-skip
@@ -498,7 +434,7 @@ def analyse(mode, profile, n, seconds, results, sim_stats, cpu, rss_before, rss_
         if len(rxf) < len(tx):
             lost_finals += len(tx) - len(rxf)
         ret += [(b - a) * 1000 for a, b in zip(tx, rxf)]
-        if r["close"] != 1000:
+        if r["close"] != 1000 and mode == "router":
             errors += 1
     audio_s = n * seconds
     return {
