@@ -102,10 +102,6 @@ class Session:
                                 provider=self.params.provider)
         self.router.metrics.inc("routeraudio_upstream_connect_seconds_count", provider=self.params.provider)
         self.upstream = conn
-        conn.message_cb = self._on_upstream_message
-        conn.closed_cb = self._on_upstream_closed
-        conn.writable_cb = self._on_upstream_writable
-        conn.pong_cb = self._on_pong
         if self.cfg.upstream_ping_interval:
             self._arm("ping", self.cfg.upstream_ping_interval, self._ping)
         self.adapter.receive_open()
@@ -121,6 +117,10 @@ class Session:
         if self.ending:
             self.adapter.send_close()
         self._pump()
+        # Only now, with the adapter open and its first frames queued, does the provider's side flow:
+        # whatever it sent together with the handshake is replayed first.
+        conn.attach(self._on_upstream_message, self._on_upstream_closed, self._on_upstream_writable,
+                    self._on_pong)
 
     # -- from the client ----------------------------------------------------------------------
     def on_message(self, data: str | bytes) -> None:

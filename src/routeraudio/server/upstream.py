@@ -49,6 +49,9 @@ class UpstreamConnection(WsEndpoint):
         self.closed_cb: Callable[[int, str], None] = lambda code, reason: None
         self.writable_cb: Callable[[bool], None] = lambda ok: None
         self.pong_cb: Callable[[bytes], None] = lambda data: None
+        # Frames and the close that arrive before the session attaches (a provider may greet, or
+        # refuse, in the same TCP read as its 101 response); replayed in order by attach().
+        self._early: list[tuple] | None = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -75,8 +78,22 @@ class UpstreamConnection(WsEndpoint):
         if not self.opened.done():
             self.opened.set_exception(_refusal(self.provider, response, exc))
 
+    def attach(self, message_cb: Callable[[str | bytes], None], closed_cb: Callable[[int, str], None],
+               writable_cb: Callable[[bool], None], pong_cb: Callable[[bytes], None]) -> None:
+        """Start delivering to the session, beginning with anything that arrived before."""
+        self.message_cb, self.closed_cb, self.writable_cb, self.pong_cb = message_cb, closed_cb, writable_cb, pong_cb
+        early, self._early = self._early, None
+        for item in early or ():
+            if item[0] == "message":
+                message_cb(item[1])
+            else:
+                closed_cb(item[1], item[2])
+
     def on_message(self, data: str | bytes) -> None:
-        self.message_cb(data)
+        if self._early is not None:
+            self._early.append(("message", data))
+        else:
+            self.message_cb(data)
 
     def on_message_too_big(self, size: int) -> None:
         self.ws.fail(1009, "message too big")
@@ -87,7 +104,10 @@ class UpstreamConnection(WsEndpoint):
             self.opened.set_exception(UpstreamConnectError(
                 f"{self.provider} closed the connection during the handshake", provider_code=code))
             return
-        self.closed_cb(code, reason)
+        if self._early is not None:
+            self._early.append(("closed", code, reason))
+        else:
+            self.closed_cb(code, reason)
 
     def on_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():

@@ -319,6 +319,8 @@ class SimulatorServer:
         if ws is not None and ws.transport is not None:
             ws.transport.pause_reading()
         await self._released.wait()
+        if ws is not None and ws.transport is not None:
+            ws.transport.abort()  # a hung peer never completes a closing handshake: don't wait for one
         raise SessionOver("stalled until the simulator stopped")
 
     # -- internals --------------------------------------------------------------------------------
