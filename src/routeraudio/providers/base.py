@@ -22,13 +22,14 @@ States::
 from __future__ import annotations
 
 import enum
+import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Mapping
 
 from ..config import CONTAINER_ENCODINGS, ListenParams
 from ..errors import ProviderError, UpstreamProtocolError
-from ..events import Event
+from ..events import Event, Raw
 
 
 class State(enum.Enum):
@@ -36,6 +37,13 @@ class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+class MalformedMessage(ValueError):
+    """A provider frame that is JSON but not shaped like the provider's message of its type.
+
+    Raised by an adapter's translation code; ``receive_frame`` records it as an UpstreamProtocolError.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,8 @@ class Adapter(ABC):
 
     name: ClassVar[str]
     CAPABILITIES: ClassVar[Capabilities]
+    #: the field naming a message's kind, for providers that speak JSON text frames
+    TYPE_FIELD: ClassVar[str] = "type"
     #: environment variable holding the router's own key for this provider (the SDK's name)
     API_KEY_ENV: ClassVar[str]
     DEFAULT_URL: ClassVar[str]
@@ -146,8 +156,36 @@ class Adapter(ABC):
     def send_close(self) -> None:
         """End of audio: finalise upstream; ``done`` turns true after the provider's last word."""
 
-    @abstractmethod
-    def receive_frame(self, frame: str | bytes) -> None: ...
+    def receive_frame(self, frame: str | bytes) -> None:
+        """A provider frame. The shared intake for providers that send JSON text frames with a
+        ``TYPE_FIELD``: raw forwarding, parsing, and malformed frames recorded as protocol errors;
+        ``_dispatch(kind, msg)`` does the provider's part. Providers that differ override this."""
+        if self.state is State.CLOSED:
+            return
+        if not isinstance(frame, str):
+            self._protocol_error(f"a binary frame ({self.name} sends only JSON text)", frame)
+            return
+        if not self.params.parse_json:
+            self._emit(Raw(frame))
+        try:
+            msg = json.loads(frame)
+        except (ValueError, RecursionError):
+            self._protocol_error("a frame that is not JSON", frame)
+            return
+        kind = self._message_kind(msg) if isinstance(msg, dict) else None
+        if not isinstance(kind, str):
+            self._protocol_error(f"a frame that is not a JSON object with a string {self.TYPE_FIELD!r}", frame)
+            return
+        try:
+            self._dispatch(kind, msg)
+        except MalformedMessage as exc:
+            self._protocol_error(f"a malformed {kind} message ({exc})", frame)
+
+    def _message_kind(self, msg: dict) -> object:
+        return msg.get(self.TYPE_FIELD)
+
+    def _dispatch(self, kind: str, msg: dict) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _dispatch or receive_frame")
 
     def receive_close(self, code: int, reason: str) -> None:
         """The upstream socket closed. Expected after our close sequence; an error otherwise."""

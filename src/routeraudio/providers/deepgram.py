@@ -31,16 +31,15 @@ Quirks (all seen in the docs and SDKs named above, as of 2026-11):
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from urllib.parse import urlencode
 
 from ..config import ListenParams
 from ..errors import ProviderError
-from ..events import Raw, Transcript, TurnEnd, Word
+from ..events import Transcript, TurnEnd, Word
 from . import register
-from .base import Adapter, Capabilities, State, UpstreamRequest
+from .base import Adapter, MalformedMessage as _Malformed, Capabilities, State, UpstreamRequest
 
 logger = logging.getLogger("routeraudio.providers.deepgram")
 
@@ -74,10 +73,6 @@ _REASON_CODE = re.compile(r"\b(NET|DATA)-?(\d{4})\b", re.IGNORECASE)
 
 
 # -- pure translation -----------------------------------------------------------------------------
-class _Malformed(ValueError):
-    """A frame that is JSON but not shaped like Deepgram's message of its type."""
-
-
 def _num(value: object, what: str) -> float:
     if type(value) not in (int, float):  # bool is an int subclass and never a time
         raise _Malformed(f"{what} is not a number")
@@ -222,28 +217,6 @@ class DeepgramAdapter(Adapter):
             self.state = State.CLOSING
 
     # -- from Deepgram -----------------------------------------------------------------------------
-    def receive_frame(self, frame: str | bytes) -> None:
-        if self.state is State.CLOSED:
-            return
-        if not isinstance(frame, str):
-            self._protocol_error("a binary frame (Deepgram only sends JSON text)", frame)
-            return
-        if not self.params.parse_json:
-            self._emit(Raw(frame))
-        try:
-            msg = json.loads(frame)
-        except ValueError:
-            self._protocol_error("a frame that is not JSON", frame)
-            return
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if not isinstance(kind, str):
-            self._protocol_error("a frame that is not a JSON object with a type", frame)
-            return
-        try:
-            self._dispatch(kind, msg)
-        except _Malformed as exc:
-            self._protocol_error(f"a malformed {kind} message ({exc})", frame)
-
     def _dispatch(self, kind: str, msg: dict) -> None:
         if kind == "Metadata":
             if self.state is State.CLOSING:  # the last message after CloseStream

@@ -61,9 +61,9 @@ from urllib.parse import urlencode
 
 from ..config import ListenParams
 from ..errors import ProviderError
-from ..events import Raw, Transcript, TurnEnd, Word
+from ..events import Transcript, TurnEnd, Word
 from . import register
-from .base import Adapter, Capabilities, State, UpstreamRequest
+from .base import Adapter, MalformedMessage as _Malformed, Capabilities, State, UpstreamRequest
 
 logger = logging.getLogger("routeraudio.providers.elevenlabs")
 
@@ -98,10 +98,6 @@ IGNORED_KINDS = frozenset({"session_started", "warning", "committed_transcript_e
 
 
 # -- pure translation -----------------------------------------------------------------------------
-class _Malformed(ValueError):
-    """A frame that is JSON but not shaped like ElevenLabs' message of its kind."""
-
-
 def audio_format(encoding: str, sample_rate: int) -> str:
     """ElevenLabs' ``audio_format`` for what goes upstream (``pcm_16000``, ``ulaw_8000``...)."""
     return f"ulaw_{sample_rate}" if encoding == "pcm_mulaw" else f"pcm_{sample_rate}"
@@ -181,6 +177,7 @@ class _Item:
 @register
 class ElevenLabsAdapter(Adapter):
     name = "elevenlabs"
+    TYPE_FIELD = "message_type"
     API_KEY_ENV = "ELEVENLABS_API_KEY"
     DEFAULT_URL = "wss://api.elevenlabs.io/v1/speech-to-text/realtime"
     CAPABILITIES = Capabilities(
@@ -281,28 +278,6 @@ class ElevenLabsAdapter(Adapter):
             self._maybe_finish()
 
     # -- from ElevenLabs ---------------------------------------------------------------------------
-    def receive_frame(self, frame: str | bytes) -> None:
-        if self.state is State.CLOSED:
-            return
-        if not isinstance(frame, str):
-            self._protocol_error("a binary frame (ElevenLabs only sends JSON text)", frame)
-            return
-        if not self.params.parse_json:
-            self._emit(Raw(frame))
-        try:
-            msg = json.loads(frame)
-        except ValueError:
-            self._protocol_error("a frame that is not JSON", frame)
-            return
-        kind = msg.get("message_type") if isinstance(msg, dict) else None
-        if not isinstance(kind, str):
-            self._protocol_error("a frame that is not a JSON object with a message_type", frame)
-            return
-        try:
-            self._dispatch(kind, msg)
-        except _Malformed as exc:
-            self._protocol_error(f"a malformed {kind} message ({exc})", frame)
-
     def _dispatch(self, kind: str, msg: dict) -> None:
         if kind in ERROR_KINDS or kind.endswith("_error"):
             self._fail(error_from(kind, msg))

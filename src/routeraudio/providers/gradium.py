@@ -69,9 +69,9 @@ import unicodedata
 
 from ..config import ListenParams
 from ..errors import ProviderError
-from ..events import Raw, Transcript, TurnEnd, Word
+from ..events import Transcript, TurnEnd, Word
 from . import register
-from .base import Adapter, Capabilities, State, UpstreamRequest
+from .base import Adapter, MalformedMessage as _Malformed, Capabilities, State, UpstreamRequest
 
 logger = logging.getLogger("routeraudio.providers.gradium")
 
@@ -91,10 +91,6 @@ _EPS = 1e-6
 
 
 # -- pure translation -----------------------------------------------------------------------------
-class _Malformed(ValueError):
-    """A frame that is JSON but not shaped like Gradium's message of its type."""
-
-
 def _num(value: object, what: str) -> float:
     if type(value) not in (int, float):  # bool is an int subclass and never a time
         raise _Malformed(f"{what} is not a number")
@@ -283,28 +279,6 @@ class GradiumAdapter(Adapter):
             self._flush_done()
 
     # -- from Gradium ------------------------------------------------------------------------------
-    def receive_frame(self, frame: str | bytes) -> None:
-        if self.state is State.CLOSED:
-            return
-        if not isinstance(frame, str):
-            self._protocol_error("a binary frame (Gradium only sends JSON text)", frame)
-            return
-        if not self.params.parse_json:
-            self._emit(Raw(frame))
-        try:
-            msg = json.loads(frame)
-        except ValueError:
-            self._protocol_error("a frame that is not JSON", frame)
-            return
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if not isinstance(kind, str):
-            self._protocol_error("a frame that is not a JSON object with a type", frame)
-            return
-        try:
-            self._dispatch(kind, msg)
-        except _Malformed as exc:
-            self._protocol_error(f"a malformed {kind} message ({exc})", frame)
-
     def _dispatch(self, kind: str, msg: dict) -> None:
         if kind == "error":
             self._fail(_error(msg.get("code"), msg.get("message")))

@@ -58,9 +58,9 @@ from dataclasses import dataclass
 
 from ..config import ListenParams
 from ..errors import ProviderError
-from ..events import Raw, Transcript, TurnEnd
+from ..events import Transcript, TurnEnd
 from . import register
-from .base import Adapter, AudioPlan, Capabilities, State, UpstreamRequest
+from .base import Adapter, MalformedMessage as _Malformed, AudioPlan, Capabilities, State, UpstreamRequest
 
 logger = logging.getLogger("routeraudio.providers.openai")
 
@@ -98,10 +98,6 @@ ERROR_HINTS = {
 
 
 # -- pure translation -----------------------------------------------------------------------------
-class _Malformed(ValueError):
-    """A frame that is JSON but not shaped like OpenAI's message of its type."""
-
-
 def uses_client_commits(model: str) -> bool:
     return model.startswith(CLIENT_COMMIT_MODELS)
 
@@ -288,28 +284,6 @@ class OpenAIAdapter(Adapter):
             self._check_done()
 
     # -- from OpenAI -------------------------------------------------------------------------------
-    def receive_frame(self, frame: str | bytes) -> None:
-        if self.state is State.CLOSED:
-            return
-        if not isinstance(frame, str):
-            self._protocol_error("a binary frame (OpenAI only sends JSON text)", frame)
-            return
-        if not self.params.parse_json:
-            self._emit(Raw(frame))
-        try:
-            msg = json.loads(frame)
-        except ValueError:
-            self._protocol_error("a frame that is not JSON", frame)
-            return
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if not isinstance(kind, str):
-            self._protocol_error("a frame that is not a JSON object with a type", frame)
-            return
-        try:
-            self._dispatch(kind, msg)
-        except _Malformed as exc:
-            self._protocol_error(f"a malformed {kind} message ({exc})", frame)
-
     def _dispatch(self, kind: str, msg: dict) -> None:
         if kind.startswith(PREFIX):
             sub = kind[len(PREFIX):]

@@ -60,7 +60,7 @@ from ..config import ListenParams
 from ..errors import ProviderError
 from ..events import Raw, Transcript, TurnEnd, Word
 from . import register
-from .base import Adapter, Capabilities, State, UpstreamRequest
+from .base import Adapter, MalformedMessage as _Malformed, Capabilities, State, UpstreamRequest
 
 logger = logging.getLogger("routeraudio.providers.soniox")
 
@@ -88,10 +88,6 @@ ERROR_HINTS = {
 
 
 # -- pure translation -----------------------------------------------------------------------------
-class _Malformed(ValueError):
-    """A frame that is JSON but not shaped like a Soniox response."""
-
-
 @dataclass(frozen=True, slots=True)
 class Token:
     """One Soniox token, times in seconds (None when Soniox gave none)."""

@@ -53,9 +53,9 @@ import logging
 
 from ..config import ListenParams
 from ..errors import ProviderError, UpstreamTimeoutError
-from ..events import Raw, Transcript, TurnEnd, Word
+from ..events import Transcript, TurnEnd, Word
 from . import register
-from .base import Adapter, Capabilities, State, UpstreamRequest
+from .base import Adapter, MalformedMessage as _Malformed, Capabilities, State, UpstreamRequest
 
 logger = logging.getLogger("routeraudio.providers.speechmatics")
 
@@ -92,10 +92,6 @@ ERROR_HINTS = {"not_authorised": "check the Speechmatics API key", "invalid_mode
 
 
 # -- pure translation -----------------------------------------------------------------------------
-class _Malformed(ValueError):
-    """A frame that is JSON but not shaped like Speechmatics' message of its type."""
-
-
 def _num(value: object, what: str) -> float:
     if type(value) not in (int, float):  # bool is an int subclass and never a time
         raise _Malformed(f"{what} is not a number")
@@ -217,6 +213,7 @@ _FINALIZE = object()  # a finalize held, in order, until RecognitionStarted
 @register
 class SpeechmaticsAdapter(Adapter):
     name = "speechmatics"
+    TYPE_FIELD = "message"
     API_KEY_ENV = "SPEECHMATICS_API_KEY"
     DEFAULT_URL = "wss://eu.rt.speechmatics.com/v2"
     CAPABILITIES = Capabilities(
@@ -341,28 +338,6 @@ class SpeechmaticsAdapter(Adapter):
                 f"Speechmatics did not confirm StartRecognition (RecognitionStarted) within {START_TIMEOUT:g} s"))
 
     # -- from Speechmatics -------------------------------------------------------------------------
-    def receive_frame(self, frame: str | bytes) -> None:
-        if self.state is State.CLOSED:
-            return
-        if not isinstance(frame, str):
-            self._protocol_error("a binary frame (Speechmatics only sends JSON text)", frame)
-            return
-        if not self.params.parse_json:
-            self._emit(Raw(frame))
-        try:
-            msg = json.loads(frame)
-        except ValueError:
-            self._protocol_error("a frame that is not JSON", frame)
-            return
-        kind = msg.get("message") if isinstance(msg, dict) else None
-        if not isinstance(kind, str):
-            self._protocol_error("a frame that is not a JSON object with a message field", frame)
-            return
-        try:
-            self._dispatch(kind, msg)
-        except _Malformed as exc:
-            self._protocol_error(f"a malformed {kind} message ({exc})", frame)
-
     def _dispatch(self, kind: str, msg: dict) -> None:
         if kind == "RecognitionStarted":
             self._on_started(msg)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import time
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
