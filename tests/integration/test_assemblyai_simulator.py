@@ -37,7 +37,7 @@ def go(loop: str, fn, *args, **kw):
     """``harness.run`` with keyword arguments for the coroutine function."""
     return run(loop, functools.partial(fn, **kw), *args)
 
-pytest.importorskip("assemblyai")
+import assemblyai  # noqa: E402,F401  - a declared test dependency: fail, never skip
 from assemblyai.streaming.v3 import (AsyncRealTimeTranscriber, BeginEvent, RealTimeEvents,  # noqa: E402
                                      RealTimeParameters, RealTimeTranscriberOptions, SessionConfiguration,
                                      TerminationEvent, TurnEvent, Word)

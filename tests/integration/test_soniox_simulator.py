@@ -28,7 +28,7 @@ from routeraudio.testing.soniox import SonioxSimulator
 
 from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session
 
-pytest.importorskip("soniox")
+import soniox  # noqa: E402,F401  - a declared test dependency: fail, never skip
 from soniox import AsyncSonioxClient  # noqa: E402
 from soniox.types.realtime import RealtimeEvent, RealtimeSTTConfig  # noqa: E402
 
