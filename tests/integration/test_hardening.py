@@ -100,6 +100,38 @@ def test_handshake_limits_and_slow_clients(tmp_path):
     assert out["connections_left"] == 0
 
 
+def test_half_open_handshakes_hold_bounded_memory(tmp_path):
+    """300 clients each park 8000 bytes of an unfinished request head (just under the 8 KiB cap):
+    what the router holds for them is bounded by that cap, and all of it is freed at open_timeout."""
+    import gc
+    import tracemalloc
+
+    async def main():
+        async with router(tmp_path, {"deepgram": "ws://127.0.0.1:9/v1/listen"}, open_timeout=1.5) as r:
+            gc.collect()
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            conns = [await asyncio.open_connection("127.0.0.1", r.port) for _ in range(300)]
+            for _, w in conns:
+                w.write(b"GET /v1/listen HTTP/1.1\r\nX-Pad: " + b"a" * 7960)
+            await asyncio.sleep(0.5)
+            held = tracemalloc.get_traced_memory()[0] - base
+            await asyncio.gather(*(asyncio.wait_for(rd.read(), 5) for rd, _ in conns))
+            for _, w in conns:
+                w.close()
+            await asyncio.sleep(0.1)
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0] - base
+            tracemalloc.stop()
+            return held, after, len(r.connections)
+
+    held, after, left = run("uvloop", main)
+    per_conn = held / 300
+    print(f"half-open handshake: {per_conn / 1024:.1f} KiB held per connection, {after / 1024:.0f} KiB after cut")
+    assert per_conn < 24 * 1024  # the 8 KiB head cap plus the connection's own objects
+    assert left == 0 and after < held / 4
+
+
 def test_compression_never_negotiated(tmp_path):
     async def main():
         async with DeepgramSimulator(api_key=PROVIDER_KEY) as s, router(tmp_path, {"deepgram": s.listen_url}) as r:
