@@ -138,6 +138,8 @@ class Session:
             self.on_close_stream()
             return
         if self.ending:
+            if self._end_code != 1000:
+                return  # the router ended the audio (drain deadline): frames still in flight are moot
             self._fail(ParameterError("audio received after close_stream; open a new session"))
             return
         try:
