@@ -223,6 +223,23 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def worker_sessions(pids: list[int]) -> list[int]:
+    """Established client connections each worker holds (half of its sockets: the other half go
+    upstream), from psutil; [] when psutil is not installed."""
+    try:
+        import psutil
+    except ImportError:
+        return []
+    counts = []
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        counts.append(sum(1 for c in conns if c.status == "ESTABLISHED") // 2)
+    return counts
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -371,6 +388,7 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
     cpu0 = proc_cpu(cpu_pids)
     time.sleep(seconds / 2)
     rss_active = proc_rss(cpu_pids)
+    spread = worker_sessions(children(relay.pid)) if (relay is not None and mode == "router" and workers > 1) else []
     for pr in procs:
         pr.join(timeout=seconds + 60)
         if pr.is_alive():
@@ -392,8 +410,10 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
         if f.exists():
             results += json.loads(f.read_text())
     shutil.rmtree(tmp, ignore_errors=True)
-    return analyse(mode, profile, n, seconds, results, sim_stats, cpu1 - cpu0, rss_before, rss_idle,
-                   rss_active, worker_cpu)
+    out = analyse(mode, profile, n, seconds, results, sim_stats, cpu1 - cpu0, rss_before, rss_idle,
+                  rss_active, worker_cpu)
+    out["sessions_per_worker"] = spread
+    return out
 
 
 def analyse(mode, profile, n, seconds, results, sim_stats, cpu, rss_before, rss_idle, rss_active,
@@ -531,6 +551,9 @@ def main(argv=None) -> int:
                 row["within_target"] = ok
                 if args.workers > 1:
                     row["worker_cpu_s"] = routed["worker_cpu_s"]
+                    row["sessions_per_worker"] = routed["sessions_per_worker"]
+                    print("per worker: cpu s", [round(c, 2) for c in routed["worker_cpu_s"]],
+                          "sessions", routed["sessions_per_worker"], flush=True)
                 print(json.dumps({k: row[k] for k in ("fwd_added", "ret_added", "within_target")}),
                       f"router cpu {fmt(routed['cpu_ms_per_audio_s'], 3)} ms/s", flush=True)
                 rows.append(row)
