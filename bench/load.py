@@ -94,7 +94,14 @@ def make_frames(profile: str, seconds: float) -> tuple[list[bytes], list[float]]
     # split so that each client frame carries about one 20 ms packet (as MediaRecorder timeslices do)
     step = max(1, len(data) // n)
     frames = [data[i:i + step] for i in range(0, len(data), step)]
-    ends = [min(seconds, (i + 1) * seconds / len(frames)) for i in range(len(frames))]
+    # the audio each prefix of the stream really carries (complete Opus packets), not a byte estimate
+    from routeraudio.audio import AudioMeter
+
+    meter = AudioMeter("webm", 48000, 1)
+    ends = []
+    for f in frames:
+        meter.feed(f)
+        ends.append(meter.duration)
     return frames, ends
 
 
