@@ -401,3 +401,31 @@ def test_provider_unreachable_and_refusing(tmp_path):
     refused, unreachable = run("uvloop", main)
     assert refused.code == 4040 and refused.errors[0]["provider_code"] == 401
     assert unreachable.code == 4040 and "cannot reach deepgram" in unreachable.errors[0]["error"]
+
+
+def test_fragmented_audio_and_pings_between_frames(tmp_path):
+    """Fragmented binary messages and pings mixed with whole frames: the fast path steps aside and
+    nothing is lost or reordered."""
+    async def main():
+        from websockets.asyncio.client import connect
+
+        async with sim() as s, router(tmp_path, {"deepgram": s.listen_url}) as r:
+            async with connect(listen_url(r, **PCM), additional_headers={"x-api-key": PROVIDER_KEY},
+                               proxy=None) as ws:
+                frames = pcm_chunks(2.0)
+                for i, f in enumerate(frames):
+                    if i % 7 == 3:
+                        await ws.send([f[:100], f[100:400], f[400:]])  # one message in three fragments
+                    else:
+                        await ws.send(f)
+                    if i % 11 == 5:
+                        await ws.ping()
+                await ws.send(json.dumps({"type": "close_stream"}))
+                async for _ in ws:
+                    pass
+                code = ws.close_code
+            return code, s.connections[0]
+
+    code, rec = run("uvloop", main)
+    assert code == 1000
+    assert rec.audio_bytes == 2 * 16000 * 2

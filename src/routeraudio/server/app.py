@@ -16,7 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
+
+OPEN = State.OPEN
 
 from ..auth import KeyStore, TokenIssuer, is_router_key
 from ..config import PROVIDER_KEY_ENV, ListenParams, ServerConfig
@@ -25,7 +28,7 @@ from ..events import error_json
 from . import http
 from .metrics import Metrics
 from .session import Session
-from .wsio import WsEndpoint, install_redaction, redact, redacting_logger
+from .wsio import WsEndpoint, install_redaction, redact, redacting_logger, split_binary_frames
 
 logger = redacting_logger("routeraudio.server")
 ws_logger = redacting_logger("routeraudio.server.ws")
@@ -212,7 +215,19 @@ class ClientConnection(WsEndpoint):
         self._open_timer = asyncio.get_running_loop().call_later(self.router.config.open_timeout, transport.abort)
 
     def data_received(self, data: bytes) -> None:
-        if self.ws is not None:
+        ws = self.ws
+        if ws is not None:
+            if (self._handshake_done and ws.state is OPEN and not ws.debug and not ws.reader.buffer
+                    and not self._parts and self.session is not None):
+                # The audio hot path: whole binary frames at a frame boundary are unmasked here;
+                # anything else (control, text, partial frames) goes through websockets as usual.
+                payloads, used = split_binary_frames(data, self.max_message)
+                session = self.session
+                for payload in payloads:
+                    session.on_message(payload)
+                if used == len(data):
+                    return
+                data = data[used:]  # the rest, from a frame boundary, even if the session just ended
             try:
                 self.feed(data)
             except EOFError:

@@ -34,6 +34,8 @@ def _tls() -> ssl.SSLContext:
 class UpstreamConnection(WsEndpoint):
     """One provider socket. The session sets the ``on_*`` callables."""
 
+    fast_binary = True
+
     def __init__(self, request: UpstreamRequest, provider: str, max_message: int = 16 * 2**20) -> None:
         super().__init__()
         self.request = request
