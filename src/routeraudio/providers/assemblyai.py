@@ -237,9 +237,6 @@ class AssemblyAIAdapter(Adapter):
                                headers=(("Authorization", self.api_key), ("AssemblyAI-Version", API_VERSION)))
 
     # -- from the client ---------------------------------------------------------------------------
-    def _accepting(self) -> bool:
-        return self.state in (State.CONNECTING, State.OPEN)
-
     def send_audio(self, data: bytes, now: float) -> None:
         if not data or not self._accepting():
             return

@@ -199,6 +199,10 @@ class Adapter(ABC):
         self._finish()
 
     # -- helpers for subclasses ---------------------------------------------------------------
+    def _accepting(self) -> bool:
+        """Whether client actions still go upstream: before and while open, not once closing."""
+        return self.state in (State.CONNECTING, State.OPEN)
+
     def _fail(self, error: ProviderError) -> None:
         if self.error is None:
             self.error = error

@@ -196,9 +196,6 @@ class DeepgramAdapter(Adapter):
         if self.state is State.CONNECTING:  # send_close() may already have moved on to CLOSING
             self.state = State.OPEN
 
-    def _accepting(self) -> bool:
-        return self.state in (State.CONNECTING, State.OPEN)
-
     def send_audio(self, data: bytes, now: float) -> None:
         if data and self._accepting():  # an empty frame would end Deepgram's stream
             self._send(bytes(data))

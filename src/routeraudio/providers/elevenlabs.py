@@ -238,9 +238,6 @@ class ElevenLabsAdapter(Adapter):
                                headers=(("xi-api-key", self.api_key),))
 
     # -- from the client ---------------------------------------------------------------------------
-    def _accepting(self) -> bool:
-        return self.state in (State.CONNECTING, State.OPEN)
-
     def _chunk(self, audio: bytes, commit: bool = False) -> str:
         return json.dumps({"message_type": "input_audio_chunk", "audio_base_64": base64.b64encode(audio).decode(),
                            "commit": commit, "sample_rate": self.plan.sample_rate}, separators=(",", ":"))

@@ -237,9 +237,6 @@ class GradiumAdapter(Adapter):
             self._to_send.insert(0, json.dumps(self.setup(), separators=(",", ":")))
         super().receive_open()
 
-    def _accepting(self) -> bool:
-        return self.state in (State.CONNECTING, State.OPEN)
-
     def send_audio(self, data: bytes, now: float) -> None:
         if data and self._accepting():
             self._send('{"type":"audio","audio":"' + base64.b64encode(data).decode("ascii") + '"}')

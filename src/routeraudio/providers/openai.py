@@ -250,9 +250,6 @@ class OpenAIAdapter(Adapter):
         if self.state is State.CONNECTING:
             self.state = State.OPEN
 
-    def _accepting(self) -> bool:
-        return self.state in (State.CONNECTING, State.OPEN)
-
     def send_audio(self, data: bytes, now: float) -> None:
         if data and self._accepting():
             self._sent += len(data) / self._bytes_per_second

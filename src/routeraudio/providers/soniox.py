@@ -259,9 +259,6 @@ class SonioxAdapter(Adapter):
         self._to_send.insert(0, json.dumps(self.start_request(), separators=(",", ":")))
         super().receive_open()
 
-    def _accepting(self) -> bool:
-        return self.state in (State.CONNECTING, State.OPEN)
-
     def send_audio(self, data: bytes, now: float) -> None:
         if data and self._accepting():  # an empty frame would end Soniox's stream
             self._send(bytes(data))

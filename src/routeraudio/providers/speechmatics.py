@@ -272,9 +272,6 @@ class SpeechmaticsAdapter(Adapter):
             self._start_sent = True
             self._send_json(self.start_message())
 
-    def _accepting(self) -> bool:
-        return self.state in (State.CONNECTING, State.OPEN)
-
     def send_audio(self, data: bytes, now: float) -> None:
         if not data or not self._accepting():
             return

@@ -113,6 +113,34 @@ DEFAULT_SCRIPT_TEXT = ("Hello, how are you today? I am calling about my order. "
                        "It was supposed to arrive on Monday.")
 
 
+# -- what arrives ------------------------------------------------------------------------------------
+CONTAINERS = ("ogg_opus", "webm", "mp3")
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The container a stream's first bytes start (ogg_opus, webm, mp3), or None."""
+    if head[:4] == b"OggS":
+        return "ogg_opus"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "webm"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+def container_meter(kind: str | None):
+    """An AudioMeter measuring a container stream's audio time, or None (not a container, or the
+    codec core is not built; simulators then estimate from the byte count)."""
+    if kind not in CONTAINERS:
+        return None
+    try:
+        from ..audio import AudioMeter
+
+        return AudioMeter(kind, 48000, 1)
+    except ImportError:
+        return None
+
+
 # -- how to misbehave ------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Faults:

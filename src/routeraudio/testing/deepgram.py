@@ -30,7 +30,8 @@ from datetime import datetime, timezone
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from .base import ConnectionRecord, Faults, Script, ScriptWord, SimulatorServer
+from .base import (ConnectionRecord, Faults, Script, ScriptWord, SimulatorServer, container_meter,
+                   sniff_container)
 
 __all__ = ["DeepgramSimulator", "DeepgramEngine", "DeepgramOptions", "NET_0001_REASON"]
 
@@ -272,8 +273,8 @@ class _AudioClock:
                 return self.bytes / self.fallback_rate
             return self.bytes / per / (o.sample_rate or 1) / o.channels
         if self.container is None:
-            self.container = _sniff(data)
-            self.meter = _meter(self.container)
+            self.container = sniff_container(data) or "unknown"
+            self.meter = container_meter(self.container)
         if self.meter is not None:
             try:
                 self.meter.feed(data)  # AudioFormatError (a ValueError) on garbage
@@ -282,26 +283,6 @@ class _AudioClock:
                 self.meter = None
         return self.bytes / self.fallback_rate
 
-
-def _sniff(head: bytes) -> str:
-    if head[:4] == b"OggS":
-        return "ogg_opus"
-    if head[:4] == b"\x1aE\xdf\xa3":
-        return "webm"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    return "unknown"
-
-
-def _meter(kind: str):
-    if kind == "unknown":
-        return None
-    try:
-        from ..audio import AudioMeter
-
-        return AudioMeter(kind, 48000, 1)
-    except ImportError:  # the codec core is not built: estimate from the byte count
-        return None
 
 
 # -- the server ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from .base import ConnectionRecord, Faults, Script, SimulatorServer
+from .base import ConnectionRecord, Faults, Script, SimulatorServer, container_meter, sniff_container
 
 __all__ = ["END_OF_STREAM_FRAMES", "SimResponse", "SonioxConfig", "SonioxEngine", "SonioxRequestError",
            "SonioxSimulator", "error_response", "parse_config"]
@@ -345,14 +345,8 @@ class _AudioClock:
             self.sniffed = True
             kind = {"ogg": "ogg_opus", "webm": "webm", "mp3": "mp3"}.get(cfg.audio_format)
             if cfg.audio_format == "auto":
-                kind = _sniff(data)
-            if kind is not None:
-                try:
-                    from ..audio import AudioMeter
-
-                    self.meter = AudioMeter(kind, 48000, 1)
-                except ImportError:  # the codec core is not built: estimate from the byte count
-                    self.meter = None
+                kind = sniff_container(data)
+            self.meter = container_meter(kind)
         if self.meter is not None:
             try:
                 self.meter.feed(data)  # AudioFormatError (a ValueError) on garbage
@@ -362,14 +356,6 @@ class _AudioClock:
         return self.bytes / self.fallback_rate
 
 
-def _sniff(head: bytes) -> str | None:
-    if head[:4] == b"OggS":
-        return "ogg_opus"
-    if head[:4] == b"\x1aE\xdf\xa3":
-        return "webm"
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mp3"
-    return None
 
 
 # -- the server ------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ from datetime import datetime, timezone
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from .base import ConnectionRecord, Faults, Script, ScriptWord, SimulatorServer
+from .base import (ConnectionRecord, Faults, Script, ScriptWord, SimulatorServer, container_meter,
+                   sniff_container)
 
 __all__ = ["END_OF_STREAM_FRAMES", "SpeechmaticsEngine", "SpeechmaticsOptions", "SpeechmaticsSimulator",
            "ConfigError", "parse_start_recognition"]
@@ -354,24 +355,12 @@ class _AudioClock:
             return self.bytes / BYTES_PER_SAMPLE[o.encoding] / (o.sample_rate or 1)
         if not self.sniffed:
             self.sniffed = True
-            self.meter = _meter(data)
+            self.meter = container_meter(sniff_container(data))
         if self.meter is not None:
             self.meter.feed(data)
             return self.meter.duration
         return self.bytes / self.fallback
 
-
-def _meter(head: bytes):
-    kind = ("ogg_opus" if head[:4] == b"OggS" else "webm" if head[:4] == b"\x1aE\xdf\xa3" else
-            "mp3" if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0) else None)
-    if kind is None:
-        return None
-    try:
-        from ..audio import AudioMeter
-
-        return AudioMeter(kind, 48000, 1)
-    except ImportError:  # the codec core is not built: estimate from the byte count
-        return None
 
 
 # -- the server ------------------------------------------------------------------------------------
