@@ -152,3 +152,16 @@ def test_events_are_unified_values(name):
         assert isinstance(e, (Transcript, TurnEnd, Raw))
         if not isinstance(e, Raw):
             assert e.provider == name
+
+
+def test_registry_loads_every_provider_after_a_partial_import():
+    """Importing one adapter module registers only that one; the registry must still find the rest."""
+    import subprocess
+    import sys
+
+    code = ("import routeraudio.providers.deepgram\n"
+            "from routeraudio.providers import adapter_class\n"
+            "from routeraudio.config import PROVIDERS\n"
+            "print(sorted(adapter_class(p).name for p in PROVIDERS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(sorted(PROVIDERS))

@@ -13,9 +13,12 @@ def register(cls: type[Adapter]) -> type[Adapter]:
 
 
 def adapter_class(provider: str) -> type[Adapter]:
-    if not ADAPTERS:
+    # Load on a miss, not only when empty: importing one adapter module registers just that one.
+    cls = ADAPTERS.get(provider)
+    if cls is None:
         _load_all()
-    return ADAPTERS[provider]
+        cls = ADAPTERS[provider]
+    return cls
 
 
 def _load_all() -> None:
