@@ -140,3 +140,26 @@ def pcm_chunks(seconds: float, rate: int = 16000, frame_ms: int = 20, channels: 
             samples.extend([v] * channels)
         frames.append(struct.pack(f"<{len(samples)}h", *samples))
     return frames
+
+
+@contextlib.contextmanager
+def simulator_cli(provider: str, key: str):
+    """``python -m routeraudio.testing simulate PROVIDER`` as a user runs it; yields the URL it prints
+    (which must not show the key), and checks that Ctrl-C stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", provider, "--port", "0",
+                           "--key", key], stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            line = proc.stdout.readline()
+            assert f"{provider} simulator listening on ws://127.0.0.1:" in line and key not in line
+            yield line.split()[4]
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0

@@ -30,7 +30,7 @@ from routeraudio.testing import simulator_class
 from routeraudio.testing.assemblyai import AssemblyAISimulator
 from routeraudio.testing.base import Faults, Script
 
-from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session
+from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session, simulator_cli
 
 
 def go(loop: str, fn, *args, **kw):
@@ -450,32 +450,16 @@ def test_ignore_finalize_and_terminate_then_inactivity_timeout():
 
 
 def test_cli_runs_the_simulator():
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
+    with simulator_cli("assemblyai", "cli-key-1") as url:
 
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", "assemblyai", "--port", "0",
-                           "--key", "cli-key-1"], stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            line = proc.stdout.readline()
-            assert "assemblyai simulator listening on ws://127.0.0.1:" in line and "cli-key-1" not in line
-            url = line.split()[4]
+        async def client():
+            async with connect(f"{url}?{Q}", additional_headers={"Authorization": "cli-key-1"}) as ws:
+                for chunk in pcm_100ms(3.0):
+                    await ws.send(chunk)
+                await ws.send('{"type":"Terminate"}')
+                return [json.loads(m) async for m in ws]
 
-            async def client():
-                async with connect(f"{url}?{Q}", additional_headers={"Authorization": "cli-key-1"}) as ws:
-                    for chunk in pcm_100ms(3.0):
-                        await ws.send(chunk)
-                    await ws.send('{"type":"Terminate"}')
-                    return [json.loads(m) async for m in ws]
-
-            frames = run("asyncio", client)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
+        frames = run("asyncio", client)
     assert frames[0]["type"] == "Begin" and frames[-1]["type"] == "Termination"
     assert any(f["type"] == "Turn" and f["end_of_turn"] for f in frames)
     assert simulator_class("assemblyai") is AssemblyAISimulator

@@ -30,6 +30,8 @@ from routeraudio.testing import simulator_class
 from routeraudio.testing.base import Faults, Script
 from routeraudio.testing.deepgram import NET_0001_REASON, DeepgramSimulator
 
+from .harness import simulator_cli
+
 with warnings.catch_warnings():
     # deepgram-sdk 7.17 imports names websockets 17 deprecates; not ours to fix.
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -478,34 +480,18 @@ def test_container_audio_is_accepted_without_encoding():
 
 
 def test_cli_runs_a_simulator():
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     secret = "sim-secret-4711"
-    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", "deepgram", "--port", "0",
-                           "--key", secret], stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            line = proc.stdout.readline()
-            assert "deepgram simulator listening on ws://127.0.0.1:" in line and secret not in line
-            url = line.split()[4]
+    with simulator_cli("deepgram", secret) as url:
 
-            async def client():
-                async with connect(f"{url}?model=nova-3&encoding=linear16&sample_rate=16000",
-                                   additional_headers={"Authorization": f"Token {secret}"}) as ws:
-                    for chunk in chunks(pcm16(3.0), 3200):
-                        await ws.send(chunk)
-                    await ws.send('{"type":"CloseStream"}')
-                    return [m async for m in ws]
+        async def client():
+            async with connect(f"{url}?model=nova-3&encoding=linear16&sample_rate=16000",
+                               additional_headers={"Authorization": f"Token {secret}"}) as ws:
+                for chunk in chunks(pcm16(3.0), 3200):
+                    await ws.send(chunk)
+                await ws.send('{"type":"CloseStream"}')
+                return [m async for m in ws]
 
-            frames = run(client())
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
+        frames = run(client())
     assert any(json.loads(f).get("is_final") and json.loads(f)["channel"]["alternatives"][0]["transcript"]
                for f in frames)
     assert json.loads(frames[-1])["type"] == "Metadata"

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import io
 import json
 from urllib.parse import parse_qs, urlsplit
 
 import pydantic
+import fixtures_opus
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -31,7 +31,7 @@ from routeraudio.testing import simulator_class
 from routeraudio.testing.base import Faults, Script
 from routeraudio.testing.elevenlabs import ElevenLabsSimulator
 
-from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session
+from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session, simulator_cli
 
 from elevenlabs import AsyncElevenLabs, AudioFormat, CommitStrategy, RealtimeEvents  # noqa: E402
 from elevenlabs.realtime.scribe import ScribeRealtime  # noqa: E402
@@ -95,20 +95,7 @@ def words_of(out) -> list[str]:
 
 
 def ogg_opus(seconds: float) -> bytes:
-    import av as av
-    import numpy as np
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="ogg") as out:
-        stream = out.add_stream("libopus", rate=48000, layout="mono")
-        pcm = (np.sin(np.arange(int(48000 * seconds)) * 2 * np.pi * 220 / 48000) * 8000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = 48000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    return fixtures_opus.ogg_opus(fixtures_opus.speech_like(seconds))  # the project's Opus fixtures
 
 
 async def collect(ws, until=None) -> list[dict]:
@@ -474,28 +461,12 @@ def test_ignored_commits_stall_and_hang():
 
 
 def test_cli_runs_the_simulator():
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", "elevenlabs", "--key", "k1"],
-                          stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            line = proc.stdout.readline()
-            assert "elevenlabs simulator listening on ws://127.0.0.1:" in line and "k1" not in line
-            url = line.split()[4]
-            msgs, code = run("asyncio", first_messages, f"{url}?model_id=scribe_v2_realtime&commit_strategy=vad",
-                             {"xi-api-key": "k1"}, [chunk(b"\0\0" * 8000)] * 8 + [
-                                 json.dumps({"message_type": "input_audio_chunk", "audio_base_64": "",
-                                             "commit": True, "sample_rate": 16000})],
-                             lambda m: m["message_type"] == "committed_transcript")
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
+    with simulator_cli("elevenlabs", "k1") as url:
+        msgs, code = run("asyncio", first_messages, f"{url}?model_id=scribe_v2_realtime&commit_strategy=vad",
+                         {"xi-api-key": "k1"}, [chunk(b"\0\0" * 8000)] * 8 + [
+                             json.dumps({"message_type": "input_audio_chunk", "audio_base_64": "",
+                                         "commit": True, "sample_rate": 16000})],
+                         lambda m: m["message_type"] == "committed_transcript")
     assert simulator_class("elevenlabs") is ElevenLabsSimulator
     assert msgs[0]["message_type"] == "session_started"
     assert any(m["message_type"] == "committed_transcript" and m["text"] for m in msgs)

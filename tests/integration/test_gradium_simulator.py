@@ -32,7 +32,7 @@ from routeraudio.testing import simulator_class
 from routeraudio.testing.base import Faults, Script
 from routeraudio.testing.gradium import GradiumSimulator
 
-from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session
+from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session, simulator_cli
 
 KEY = PROVIDER_KEY
 HDR = {"x-api-key": KEY}
@@ -611,35 +611,19 @@ def test_ignore_finalize_and_close_stream_and_stall():
 
 
 def test_cli_runs_the_simulator():
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     secret = "sim-secret-4711"
-    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", "gradium", "--port", "0",
-                           "--key", secret], stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            line = proc.stdout.readline()
-            assert "gradium simulator listening on ws://127.0.0.1:" in line and secret not in line
-            url = line.split()[4]
+    with simulator_cli("gradium", secret) as url:
 
-            async def client():
-                async with connect(url, additional_headers={"x-api-key": secret}) as ws:
-                    await ws.send(json.dumps(SETUP))
-                    pcm = bytes(48000 * 4)
-                    for i in range(0, len(pcm), 3840):
-                        chunk = base64.b64encode(pcm[i:i + 3840]).decode()
-                        await ws.send(json.dumps({"type": "audio", "audio": chunk}))
-                    await ws.send('{"type":"end_of_stream"}')
-                    return [json.loads(m) async for m in ws]
+        async def client():
+            async with connect(url, additional_headers={"x-api-key": secret}) as ws:
+                await ws.send(json.dumps(SETUP))
+                pcm = bytes(48000 * 4)
+                for i in range(0, len(pcm), 3840):
+                    chunk = base64.b64encode(pcm[i:i + 3840]).decode()
+                    await ws.send(json.dumps({"type": "audio", "audio": chunk}))
+                await ws.send('{"type":"end_of_stream"}')
+                return [json.loads(m) async for m in ws]
 
-            frames = run("asyncio", client)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
+        frames = run("asyncio", client)
     assert any(f["type"] == "text" for f in frames) and frames[-1]["type"] == "end_of_stream"
     assert simulator_class("gradium") is GradiumSimulator

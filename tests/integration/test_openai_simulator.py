@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import logging
 
 import pydantic
+import fixtures_opus
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -41,7 +41,7 @@ from routeraudio.testing import simulator_class
 from routeraudio.testing.base import Faults, Script
 from routeraudio.testing.openai import INVALID_KEY_REASON, TURN_DETECTION_REFUSED, OpenAISimulator
 
-from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session
+from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session, simulator_cli
 
 KEY = PROVIDER_KEY
 HDR = {"x-api-key": PROVIDER_KEY}  # bring-your-own-key: the router forwards it to the simulator
@@ -316,38 +316,22 @@ def test_ignore_close_stream_drops_commits():
 
 
 def test_cli_runs_the_simulator():
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
+    with simulator_cli("openai", "sk-cli") as url:
 
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", "openai", "--port", "0",
-                           "--key", "sk-cli"], stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            line = proc.stdout.readline()
-            assert "openai simulator listening on ws://127.0.0.1:" in line and "sk-cli" not in line
-            url = line.split()[4]
+        async def client():
+            async with connect(f"{url}?intent=transcription", additional_headers={"Authorization": "Bearer sk-cli"},
+                               max_size=None) as ws:
+                await ws.send(json.dumps(update(transcription={"model": "gpt-transcribe"})))
+                for m in appends(3.0):
+                    await ws.send(json.dumps(m))
+                out = []
+                async with asyncio.timeout(5):
+                    async for m in ws:
+                        out.append(json.loads(m))
+                        if out[-1]["type"].endswith("completed"):
+                            return out
 
-            async def client():
-                async with connect(f"{url}?intent=transcription", additional_headers={"Authorization": "Bearer sk-cli"},
-                                   max_size=None) as ws:
-                    await ws.send(json.dumps(update(transcription={"model": "gpt-transcribe"})))
-                    for m in appends(3.0):
-                        await ws.send(json.dumps(m))
-                    out = []
-                    async with asyncio.timeout(5):
-                        async for m in ws:
-                            out.append(json.loads(m))
-                            if out[-1]["type"].endswith("completed"):
-                                return out
-
-            frames = run("asyncio", client)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
+        frames = run("asyncio", client)
     assert frames[-1]["transcript"] == "Hello, how are you today?"  # the CLI's default script
     assert simulator_class("openai") is OpenAISimulator
 
@@ -359,19 +343,7 @@ def sim(**kw) -> OpenAISimulator:
 
 
 def _ogg_opus(seconds: float) -> bytes:
-    import av as av
-    import numpy as np
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="ogg") as out:
-        stream = out.add_stream("libopus", rate=48000, layout="mono")
-        pcm = (np.sin(np.arange(int(48000 * seconds)) * 2 * np.pi * 220 / 48000) * 8000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = 48000
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    return fixtures_opus.ogg_opus(fixtures_opus.speech_like(seconds))  # the project's Opus fixtures
 
 
 def _audio(encoding: str, seconds: float) -> tuple[dict, list[bytes]]:

@@ -8,7 +8,6 @@ import json
 import logging
 from urllib.parse import quote
 
-import pytest
 
 from routeraudio.providers.deepgram import DeepgramAdapter
 from routeraudio.testing.deepgram import DeepgramSimulator

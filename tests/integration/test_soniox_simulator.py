@@ -26,7 +26,7 @@ from routeraudio.testing import simulator_class
 from routeraudio.testing.base import Faults, Script
 from routeraudio.testing.soniox import SonioxSimulator
 
-from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session
+from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session, simulator_cli
 
 import soniox  # noqa: E402,F401  - a declared test dependency: fail, never skip
 from soniox import AsyncSonioxClient  # noqa: E402
@@ -467,34 +467,18 @@ def test_stall_and_hang_handshake():
 
 
 def test_cli_runs_the_simulator():
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
+    with simulator_cli("soniox", "cli-secret") as url:
 
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", "soniox", "--port", "0",
-                           "--key", "cli-secret"], stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            line = proc.stdout.readline()
-            assert "soniox simulator listening on ws://127.0.0.1:" in line and "cli-secret" not in line
-            url = line.split()[4]
+        async def client():
+            async with connect(url, additional_headers={"Authorization": "Bearer cli-secret"}) as ws:
+                await ws.send(json.dumps({**START, "enable_endpoint_detection": True,
+                                          "max_endpoint_delay_ms": 500}))
+                for chunk in pcm_chunks(4.0):
+                    await ws.send(chunk)
+                await ws.send(b"")
+                return [json.loads(m) async for m in ws]
 
-            async def client():
-                async with connect(url, additional_headers={"Authorization": "Bearer cli-secret"}) as ws:
-                    await ws.send(json.dumps({**START, "enable_endpoint_detection": True,
-                                              "max_endpoint_delay_ms": 500}))
-                    for chunk in pcm_chunks(4.0):
-                        await ws.send(chunk)
-                    await ws.send(b"")
-                    return [json.loads(m) async for m in ws]
-
-            frames = run("asyncio", client)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
+        frames = run("asyncio", client)
     assert any(t["text"] == "<end>" for f in frames for t in f["tokens"])
     assert frames[-1]["finished"] is True
     assert simulator_class("soniox") is SonioxSimulator

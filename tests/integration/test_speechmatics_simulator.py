@@ -29,7 +29,7 @@ from routeraudio.testing import simulator_class
 from routeraudio.testing.base import Faults, Script
 from routeraudio.testing.speechmatics import SpeechmaticsSimulator
 
-from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session
+from .harness import LOOPS, PROVIDER_KEY, listen_url, pcm_chunks, router, run, session, simulator_cli
 
 import speechmatics.rt  # noqa: E402,F401  - a declared test dependency: fail, never skip
 from speechmatics.rt import (AsyncClient, AudioEncoding, AudioFormat, ClientMessageType,  # noqa: E402
@@ -463,26 +463,10 @@ def test_faults_and_idle_timeout():
 
 
 def test_cli_runs_a_simulator():
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    with subprocess.Popen([sys.executable, "-m", "routeraudio.testing", "simulate", "speechmatics", "--port", "0",
-                           "--key", "sm-cli-secret"], stdout=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            line = proc.stdout.readline()
-            assert "speechmatics simulator listening on ws://127.0.0.1:" in line and "secret" not in line
-            url = line.split()[4]
-            steps = [start_msg(), ("wait", "RecognitionStarted"), *pcm_chunks(3.0, frame_ms=100),
-                     {"message": "EndOfStream", "last_seq_no": 30}, ("wait", "EndOfTranscript"), ("close",)]
-            frames, code, _ = run("asyncio", talk, url, steps, {"Authorization": "Bearer sm-cli-secret"})
-        finally:
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(10) == 0
+    with simulator_cli("speechmatics", "sm-cli-secret") as url:
+        steps = [start_msg(), ("wait", "RecognitionStarted"), *pcm_chunks(3.0, frame_ms=100),
+                 {"message": "EndOfStream", "last_seq_no": 30}, ("wait", "EndOfTranscript"), ("close",)]
+        frames, code, _ = run("asyncio", talk, url, steps, {"Authorization": "Bearer sm-cli-secret"})
     assert any(m["message"] == "AddTranscript" and m["results"] for m in frames) and code == 1000
     assert simulator_class("speechmatics") is SpeechmaticsSimulator
 
