@@ -3,7 +3,13 @@
 Input: 10 s of speech-like 44.1 kHz mono, 64 kbps CBR (lameenc), fed in chunks of 160 bytes
 (20 ms at 64 kbps), as a client streaming live would send it. ``extra_info`` holds ``us_per_20ms``
 and ``rtf`` (processing time / audio time) from the median round; a summary with the ratios to the
-baseline is printed at the end. The decode+resample row needs ``routeraudio._codec.resample`` and is skipped without it.
+PyAV baseline and to bare libmpg123 at full rate (the floor of any libmpg123-based decoder) is
+printed at the end. The ``-> 16k`` rows compare the two MP3 paths: full-rate decode + the 44.1k ->
+16k resampler (two stages), and half-rate decode (``Mp3Decoder(target_rate=16000)``) + the 22.05k ->
+16k resampler, which ``AudioPipeline`` uses for streams without a LAME/Info header like this one.
+The bare libmpg123 rows run libmpg123 alone in C, in the same 160-byte pieces (compiled on first
+use; skipped without a compiler, see ``BareMpg123``). The rows that need
+``routeraudio._codec.resample`` are skipped without it.
 
     PYTHONPATH=src .venv/bin/python -m pytest bench/bench_mp3.py -p no:cacheprovider \
         --benchmark-columns=mean,median
@@ -21,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import fixtures_mp3 as F  # noqa: E402
-from baseline_mp3 import BaselineMp3To16k, PyAVMp3Decoder  # noqa: E402
+from baseline_mp3 import BareMpg123, BaselineMp3To16k, PyAVMp3Decoder  # noqa: E402
 from routeraudio._codec.mp3 import Mp3Decoder  # noqa: E402
 
 RATE = 44100
@@ -29,6 +35,7 @@ SECONDS = 10.0
 CHUNK = 160
 UNITS = SECONDS / 0.020  # 20 ms units of audio per round
 RESULTS: dict[str, float] = {}
+FLOOR = "libmpg123 bare, full rate"
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +54,14 @@ def summary(request):
     with capture.global_and_fixture_disabled():
         reporter.write_line("")
         reporter.write_line("MP3 44.1 kHz mono, 64 kbps, 160-byte chunks: median us per 20 ms of audio")
+        floor = RESULTS.get(FLOOR)
         for name, us in RESULTS.items():
             base = RESULTS.get("pyav decode + soxr HQ -> 16k" if "16k" in name else "pyav decode")
-            ratio = f"  x{us / base:.2f} of baseline" if base and "thread" not in name and "call" not in name else ""
+            per_stream = "thread" not in name and "call" not in name
+            ratio = f"  x{us / base:.2f} of pyav" if base and per_stream and "libmpg123" not in name else ""
+            ratio += f"  x{us / floor:.2f} of libmpg123" if floor and per_stream and "pyav" not in name else ""
             rtf = f"   rtf {us / 20000:.5f}" if "call" not in name else ""
-            reporter.write_line(f"  {name:<38} {us:8.3f} us{rtf}{ratio}")
+            reporter.write_line(f"  {name:<46} {us:8.3f} us{rtf}{ratio}")
 
 
 def _run(benchmark, name, make, chunks, rounds=20):
@@ -72,8 +82,22 @@ def _run(benchmark, name, make, chunks, rounds=20):
     RESULTS[name] = us
 
 
+@pytest.mark.parametrize("down_sample", [0, 1], ids=["full", "half"])
+def test_mp3_decode_bare_libmpg123(benchmark, mp3, down_sample):
+    """libmpg123 without our framing layer or Python, fed 160 bytes at a time. At half rate
+    libmpg123 runs its generic C synthesis (its SIMD synthesis exists only at full rate)."""
+    if not BareMpg123.available():
+        pytest.skip("cannot compile against libmpg123")
+    rate = "full" if down_sample == 0 else "half"
+    _run(benchmark, f"libmpg123 bare, {rate} rate", lambda: BareMpg123(down_sample), [b"".join(mp3)])
+
+
 def test_mp3_decode_routeraudio(benchmark, mp3):
     _run(benchmark, "routeraudio decode", Mp3Decoder, mp3)
+
+
+def test_mp3_decode_routeraudio_half_rate(benchmark, mp3):
+    _run(benchmark, "routeraudio decode, half rate", lambda: Mp3Decoder(16000), mp3)
 
 
 def test_mp3_decode_routeraudio_one_feed(benchmark, mp3):
@@ -102,13 +126,14 @@ def test_mp3_decode_pyav_baseline(benchmark, mp3):
     _run(benchmark, "pyav decode", PyAVMp3Decoder, mp3)
 
 
-def test_mp3_to_16k_routeraudio(benchmark, mp3):
+@pytest.mark.parametrize("half", [False, True], ids=["full-rate", "half-rate"])
+def test_mp3_to_16k_routeraudio(benchmark, mp3, half):
     resample = pytest.importorskip("routeraudio._codec.resample")
 
     class DecodeResample:
         def __init__(self):
-            self.dec = Mp3Decoder()
-            self.rs = resample.Resampler(RATE, 16000)
+            self.dec = Mp3Decoder(16000 if half else 0)
+            self.rs = resample.Resampler(RATE // 2 if half else RATE, 16000)
 
         def feed(self, data):
             return self.rs.feed(self.dec.feed(data))
@@ -116,7 +141,15 @@ def test_mp3_to_16k_routeraudio(benchmark, mp3):
         def flush(self):
             return self.rs.feed(self.dec.flush()) + self.rs.flush()
 
-    _run(benchmark, "routeraudio decode + resample -> 16k", DecodeResample, mp3)
+    name = "half-rate decode + 22.05k resample -> 16k" if half else "full-rate decode + 44.1k resample -> 16k"
+    _run(benchmark, name, DecodeResample, mp3)
+
+
+def test_mp3_to_16k_pipeline(benchmark, mp3):
+    pytest.importorskip("routeraudio._codec.resample")
+    from routeraudio.audio import AudioPipeline
+
+    _run(benchmark, "AudioPipeline('mp3') -> 16k", lambda: AudioPipeline("mp3", RATE, 1, 16000), mp3)
 
 
 def test_mp3_to_16k_baseline(benchmark, mp3):

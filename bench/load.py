@@ -200,15 +200,21 @@ def client_main(mode: str, url: str, profile: str, keys: list[str], seconds: flo
 # -- processes and accounting ------------------------------------------------------------------------
 def proc_cpu(pids: list[int]) -> float:
     """utime + stime seconds of these processes."""
+    return sum(proc_cpu_split(pids))
+
+
+def proc_cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) seconds of these processes: user space, and the kernel (mostly socket calls)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    user = system = 0.0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
         except (OSError, IndexError):
             pass
-    return total
+    return user, system
 
 
 def proc_rss(pids: list[int]) -> int:
@@ -392,15 +398,20 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
             procs.append(pr)
     time.sleep(max(0.0, start_at - time.monotonic()) - 0.2)
     rss_idle = proc_rss(cpu_pids)
-    cpu0 = proc_cpu(cpu_pids)
+    cpu0 = proc_cpu_split(cpu_pids)
+    harness_pids = [sim.pid] + [pr.pid for pr in procs]
+    harness0 = proc_cpu(harness_pids)
+    t0 = time.monotonic()
     time.sleep(seconds / 2)
     rss_active = proc_rss(cpu_pids)
     spread = worker_sessions(children(relay.pid)) if (relay is not None and mode == "router" and workers > 1) else []
+    time.sleep(max(0.0, t0 + seconds * 0.9 - time.monotonic()))
+    harness_cpu = (proc_cpu(harness_pids) - harness0) / (time.monotonic() - t0)
     for pr in procs:
         pr.join(timeout=seconds + 60)
         if pr.is_alive():
             pr.kill()
-    cpu1 = proc_cpu(cpu_pids)
+    cpu1 = proc_cpu_split(cpu_pids)
     worker_cpu = {pid: proc_cpu([pid]) for pid in children(relay.pid)} if relay and workers > 1 else {}
     if relay is not None:
         relay.send_signal(signal.SIGTERM)
@@ -417,8 +428,10 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
         if f.exists():
             results += json.loads(f.read_text())
     shutil.rmtree(tmp, ignore_errors=True)
-    out = analyse(mode, profile, n, seconds, results, sim_stats, cpu1 - cpu0, rss_before, rss_idle,
+    out = analyse(mode, profile, n, seconds, results, sim_stats, sum(cpu1) - sum(cpu0), rss_before, rss_idle,
                   rss_active, worker_cpu)
+    out["cpu_user_s"], out["cpu_system_s"] = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    out["harness_cores"] = harness_cpu  # load generators + sink, in cores, while streaming
     out["sessions_per_worker"] = spread
     return out
 

@@ -8,8 +8,9 @@ what the measurement sees.
 ``Sink`` answers the handshake and speaks a minimal subset of a provider's protocol (``deepgram``:
 binary audio, Results every second of audio, CloseStream -> Metadata + close; ``speechmatics``:
 StartRecognition -> RecognitionStarted, AudioAdded acks, AddTranscript, EndOfStream ->
-EndOfTranscript). It records, per connection, the cumulative audio bytes received with their arrival
-time, and the send time of every final. ``Client`` opens a connection, sends precomputed masked
+EndOfTranscript), each connection's finals at a phase of its own within the second. It records,
+per connection, the cumulative audio bytes received with their arrival time, and the send time of
+every final. ``Client`` opens a connection, sends precomputed masked
 frames on a shared 20 ms ticker, and records send and receive times.
 """
 
@@ -134,6 +135,9 @@ class SinkConn(asyncio.Protocol):
                 ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  f"Sec-WebSocket-Accept: {_accept(headers['sec-websocket-key'])}\r\n\r\n").encode())
             self.open = True
+            # Finals every second of audio, at an offset of each connection's own: independent
+            # calls do not finish utterances in the same 20 ms, so neither do the simulated ones.
+            self.next_final = 1.0 + (len(self.sink.records) * 0.6180339887) % 1.0
             self.sink.records.append(self.rec)
             data = rest
             if not data:
@@ -147,7 +151,7 @@ class SinkConn(asyncio.Protocol):
                     self.seq += 1
                     self._text({"message": "AudioAdded", "seq_no": self.seq})
                 if total / self.bytes_per_s >= self.next_final:
-                    self._final(self.next_final - 1.0, self.next_final)
+                    self._final(max(0.0, self.next_final - 1.0), self.next_final)
                     self.next_final += 1.0
             elif op == 1:
                 self._control(json.loads(payload))

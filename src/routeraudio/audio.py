@@ -102,19 +102,23 @@ class _OpusPath:
 
 
 class _Mp3Path:
+    """Mp3Decoder, then a Resampler from its output rate, built at the first frame. The decoder is
+    told the target so that it may decode a 44.1/48 kHz stream at half rate (one decimation stage
+    less: see mp3.pyx, Policies)."""
+
     __slots__ = ("decoder", "resampler", "target_rate")
 
     def __init__(self, target_rate: int) -> None:
         from ._codec.mp3 import Mp3Decoder
 
-        self.decoder = Mp3Decoder()
+        self.decoder = Mp3Decoder(target_rate)
         self.resampler = None
         self.target_rate = target_rate
 
     def _resample(self, pcm: bytes, last: bool) -> bytes:
         rs = self.resampler
         if rs is None:
-            rate = self.decoder.sample_rate
+            rate = self.decoder.output_rate
             if not rate:
                 return b""
             from ._codec.resample import Resampler
@@ -122,6 +126,7 @@ class _Mp3Path:
             try:
                 rs = self.resampler = Resampler(rate, self.target_rate)
             except ValueError:
+                rate = self.decoder.sample_rate
                 raise AudioFormatError(
                     f"MP3 at {rate} Hz cannot be converted; use one of {SAMPLE_RATES} Hz") from None
         out = rs.feed(pcm) if pcm else b""
@@ -135,7 +140,7 @@ class _Mp3Path:
 
     @property
     def duration(self) -> float:
-        rate = self.decoder.sample_rate
+        rate = self.decoder.output_rate
         return self.decoder.samples_decoded / rate if rate else 0.0
 
 
@@ -215,6 +220,15 @@ class AudioMeter:
             self._bytes += len(data)
         return data
 
+    def count(self, nbytes: int) -> None:
+        """Meter ``nbytes`` of raw PCM that went by without ``feed`` (the server's relay path)."""
+        self._bytes += nbytes
+
+    @property
+    def bytes_in(self) -> int:
+        """Raw PCM bytes metered so far (0 for containers)."""
+        return self._bytes
+
     def flush(self) -> bytes:
         if self._demux is not None:
             self._count(self._demux.flush(), True)
@@ -231,7 +245,7 @@ class AudioMeter:
         if self._demux is not None:
             return self._samples48 / 48000.0
         if self._mp3 is not None:
-            rate = self._mp3.sample_rate
+            rate = self._mp3.output_rate  # the native rate: no target_rate here
             return self._mp3.samples_decoded / rate if rate else 0.0
         return self._bytes / self._rate_bytes
 

@@ -43,7 +43,7 @@ def test_wheel_builds_installs_and_decodes(tmp_path):
     (wheel,) = wheels.glob("routeraudio-*.whl")
     names = subprocess.run([sys.executable, "-m", "zipfile", "-l", str(wheel)], check=True,
                            capture_output=True, text=True).stdout
-    for module in ("pcm", "resample", "ogg", "webm", "opus", "mp3"):
+    for module in ("pcm", "resample", "ogg", "webm", "opus", "mp3", "wsframe"):
         assert f"routeraudio/_codec/{module}." in names, f"{module} extension missing from the wheel"
     assert "routeraudio/data/sample.wav" in names
 

@@ -23,8 +23,8 @@ def case_id(case) -> str:
     return f"{version}-{rate}-{'stereo' if channels == 2 else 'mono'}-{'vbr' if vbr else 'cbr'}"
 
 
-def decode(data: bytes, chunk: int | None = None) -> tuple[np.ndarray, Mp3Decoder]:
-    dec = Mp3Decoder()
+def decode(data: bytes, chunk: int | None = None, target_rate: int = 0) -> tuple[np.ndarray, Mp3Decoder]:
+    dec = Mp3Decoder(target_rate)
     if chunk is None:
         out = dec.feed(data)
     else:
@@ -33,8 +33,8 @@ def decode(data: bytes, chunk: int | None = None) -> tuple[np.ndarray, Mp3Decode
     return np.frombuffer(out, "<i2"), dec
 
 
-def decode_splits(data: bytes, cuts: list[int]) -> bytes:
-    dec = Mp3Decoder()
+def decode_splits(data: bytes, cuts: list[int], target_rate: int = 0) -> bytes:
+    dec = Mp3Decoder(target_rate)
     bounds = [0, *sorted(cuts), len(data)]
     out = b"".join(dec.feed(data[a:b]) for a, b in zip(bounds, bounds[1:]))
     return out + dec.flush()
@@ -398,6 +398,96 @@ def test_decoders_in_parallel_threads_agree():
     for t in threads:
         t.join()
     assert results == [expected] * 4
+
+
+# -- half-rate synthesis (target_rate) ------------------------------------------------------------
+
+@pytest.mark.parametrize("rate, target, half", [
+    (44100, 16000, True), (48000, 16000, True), (48000, 24000, True), (44100, 24000, False),
+    (32000, 16000, False), (22050, 8000, False), (44100, 0, False),
+])
+def test_half_rate_is_chosen_for_untagged_44k_and_48k_streams(rate, target, half):
+    enc = fx.stream(rate, 2, False)
+    pcm, dec = decode(enc.data, target_rate=target)
+    assert (dec.sample_rate, dec.target_rate, dec.channels) == (rate, target, 2)
+    assert dec.output_rate == (rate // 2 if half else rate)
+    assert dec.frames_decoded == len(enc.frames)
+    # Untagged: nothing is trimmed, every frame yields half its samples.
+    assert len(pcm) == dec.samples_decoded == len(enc.frames) * enc.samples_per_frame // (2 if half else 1)
+
+
+@pytest.mark.parametrize("lame_extension", [True, False], ids=["lame-header", "bare-xing"])
+def test_streams_with_a_header_frame_stay_at_full_rate(lame_extension):
+    # libmpg123 trims (delay + 529) >> 1 samples at half rate: with LAME's odd 1105 its samples
+    # would sit one native sample off the encoder's grid, so gapless streams keep full rate.
+    enc = fx.stream(44100, 1, False)
+    data = fx.lame_header_frame(enc, lame_extension=lame_extension) + enc.data
+    pcm, dec = decode(data, target_rate=16000)
+    assert dec.output_rate == dec.sample_rate == 44100
+    assert np.array_equal(pcm, decode(data)[0])
+
+
+def test_half_rate_sample_k_is_full_rate_sample_2k():
+    # The synthesis is evaluated at every other sample with the subbands above native / 4
+    # dropped: while the signal stays well below 11 kHz the outputs differ by rounding only
+    # (libmpg123's generic C synthesis at half rate, its AVX one at full rate; measured: at most
+    # 2 LSB, 1 in 8 samples differ). Above that, full[::2] holds aliases that half does not.
+    enc = fx.stream(44100, 1, False, seconds=1.0, signal="sweep")  # log sweep 100 Hz - 19.8 kHz
+    full, _ = decode(enc.data)
+    half, _ = decode(enc.data, target_rate=16000)
+    below_6k = slice(0, 17000)  # the sweep reaches 6 kHz at 0.77 s
+    assert np.max(np.abs(half[below_6k].astype(int) - full[::2][below_6k])) <= 2
+
+
+def half_rate_composite() -> bytes:
+    """Tags, random garbage mid-stream and a channel change, at 44.1 kHz without a header frame."""
+    a, b = fx.stream(44100, 2, True, seconds=0.5), fx.stream(44100, 1, False, seconds=0.5)
+    return (fx.id3v2_tag(700, trap=a.data[:2000]) + fx.insert_at_frame(a, 5, fx.garbage(1500, seed=2))
+            + fx.id3v1_tag() + b.data + fx.garbage(100) + fx.apev2_tag() + fx.id3v1_tag())
+
+
+HALF_COMPOSITE = half_rate_composite()
+HALF_COMPOSITE_PCM = decode(HALF_COMPOSITE, target_rate=16000)[0].tobytes()
+
+
+@pytest.mark.parametrize("chunk", [1, 17, 509])
+def test_half_rate_chunk_size_does_not_change_output(chunk):
+    pcm, dec = decode(HALF_COMPOSITE, chunk, target_rate=16000)
+    assert dec.output_rate == 22050
+    assert pcm.tobytes() == HALF_COMPOSITE_PCM
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, len(HALF_COMPOSITE)), max_size=40))
+def test_half_rate_random_splits_do_not_change_output(cuts):
+    assert decode_splits(HALF_COMPOSITE, cuts, target_rate=16000) == HALF_COMPOSITE_PCM
+
+
+def test_half_rate_resync_after_garbage():
+    enc = fx.stream(48000, 2, False, seconds=2.0)
+    clean, _ = decode(enc.data, target_rate=16000)
+    half_frame = 576
+    k = len(enc.frames) // 2
+    pcm, dec = decode(fx.insert_at_frame(enc, k, fx.garbage(3000, seed=k)), target_rate=16000)
+    assert dec.frames_decoded == len(enc.frames) and dec.output_rate == 24000
+    assert len(pcm) == len(clean)
+    assert np.array_equal(pcm[:k * half_frame], clean[:k * half_frame])
+    assert np.array_equal(pcm[(k + 4) * half_frame:], clean[(k + 4) * half_frame:])
+
+
+def test_half_rate_output_comes_with_each_frame_and_rate_changes_are_rejected():
+    enc = fx.stream(44100, 1, False)
+    dec = Mp3Decoder(16000)
+    got = [len(dec.feed(enc.data[f.offset:f.offset + f.length])) // 2 for f in enc.frames]
+    assert got[:3] == [0, 2 * 576, 576] and all(n == 576 for n in got[3:])
+    other = fx.stream(22050, 1, False)
+    with pytest.raises(AudioFormatError, match=rf"sample rate changed from 44100 to 22050 Hz at byte {len(enc.data)}"):
+        dec.feed(other.data)
+    dec.reset()
+    assert dec.target_rate == 16000 and dec.output_rate == 0
+    assert dec.feed(enc.data) + dec.flush() == decode(enc.data, target_rate=16000)[0].tobytes()
+    with pytest.raises(ValueError, match="target_rate"):
+        Mp3Decoder(-1)
 
 
 # -- fuzz smoke ------------------------------------------------------------------------------------

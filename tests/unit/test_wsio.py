@@ -11,7 +11,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from routeraudio.server.wsio import masked_binary_frame, redact, split_binary_frames
+from routeraudio.server.wsio import masked_binary_frame, redact, relay_binary_frames, split_binary_frames
 
 
 @settings(max_examples=200, deadline=None)
@@ -48,6 +48,48 @@ def test_partial_unmasked_and_oversize_frames_stop_the_fast_path():
     assert split_binary_frames(audio, 999) == ([], 0)  # websockets then refuses it with 1009
     big = masked_binary_frame(b"\0" * 70000)  # 64-bit length: never an audio frame of ours
     assert split_binary_frames(big, 1 << 20) == ([], 0)
+
+
+def _payloads_of(wire: bytes) -> list[bytes]:
+    server = ServerProtocol(state=State.OPEN, max_size=None)
+    server.receive_data(wire)
+    return [e.data for e in server.events_received()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=6), st.binary(max_size=20))
+def test_relayed_frames_carry_the_same_payloads_under_new_keys(payloads, tail):
+    wire_in = b"".join(masked_binary_frame(p) for p in payloads)
+    other = Frame(Opcode.TEXT, b'{"type":"finalize"}').serialize(mask=True, extensions=[])
+    out, frames, nbytes, used = relay_binary_frames(wire_in + other + tail, 1 << 20, 1 << 40)
+    assert (frames, nbytes, used) == (len(payloads), sum(map(len, payloads)), len(wire_in))
+    assert len(out) == used
+    assert _payloads_of(out) == payloads
+    # every frame was re-masked with a key of its own (the client's key is not reused)
+    pos = 0
+    for p in payloads:
+        hdr = 2 if len(p) < 126 else 4
+        assert out[pos:pos + hdr] == wire_in[pos:pos + hdr]
+        assert out[pos + hdr:pos + hdr + 4] != wire_in[pos + hdr:pos + hdr + 4]
+        pos += hdr + 4 + len(p)
+
+
+def test_relay_stops_at_the_budget_and_at_an_empty_frame():
+    a, b, c = (masked_binary_frame(bytes([i]) * 100) for i in (1, 2, 3))
+    out, frames, nbytes, used = relay_binary_frames(a + b + c, 1 << 20, 150)
+    assert (frames, nbytes, used) == (2, 200, len(a + b))  # the frame that reaches the budget goes too
+    assert _payloads_of(out) == [b"\x01" * 100, b"\x02" * 100]
+    empty = masked_binary_frame(b"")  # end of audio: the session's per-frame path handles it
+    assert relay_binary_frames(a + empty + b, 1 << 20, 1 << 40)[1:] == (1, 100, len(a))
+    assert split_binary_frames(a + empty + b, 1 << 20) == ([b"\x01" * 100, b"", b"\x02" * 100], len(a + empty + b))
+    assert relay_binary_frames(a, 99, 1 << 40) == (b"", 0, 0, 0)  # over the size limit: websockets says 1009
+
+
+def test_masked_frames_use_fresh_keys_and_accept_any_bytes_like():
+    frames = [masked_binary_frame(memoryview(b"abc")), masked_binary_frame(bytearray(b"abc")),
+              masked_binary_frame(b"abc")]
+    assert all(_payloads_of(f) == [b"abc"] for f in frames)
+    assert len({f[2:6] for f in frames}) == 3
 
 
 def test_redaction_patterns():

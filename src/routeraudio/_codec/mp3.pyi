@@ -1,6 +1,7 @@
 """Streaming MP3 (MPEG-1/2/2.5 Layer III) decoder on libmpg123's feed API.
 
-Output is s16le mono at the stream's native rate, mixed (L + R) / 2 by libmpg123. Gapless: with a
+Output is s16le mono at the stream's native rate, mixed (L + R) / 2 by libmpg123, or at half that
+rate for untagged 44.1/48 kHz streams when a ``target_rate`` allows it (``output_rate``). Gapless: with a
 LAME/Info header the encoder delay and padding are trimmed, so the sample count equals what the
 encoder was given; streams without one decode untrimmed. ID3v2, ID3v1 and APEv2 tags are skipped,
 Xing/Info header frames are never audio, garbage is skipped up to ``MAX_GARBAGE_BYTES`` between
@@ -36,7 +37,16 @@ class Mp3Decoder:
     decode in parallel, the GIL is released while decoding.
     """
 
-    def __init__(self) -> None: ...
+    def __init__(self, target_rate: int = 0) -> None:
+        """``target_rate``: the rate the caller will resample the output to (0: none).
+
+        When it is given, a 44.1 or 48 kHz stream that starts without a Xing/Info header frame, and
+        whose half rate is >= ``target_rate``, is decoded at half its native rate by libmpg123
+        (``output_rate`` = ``sample_rate`` / 2): output sample k is the full-rate output's sample
+        2k with the content above native / 4 removed by the synthesis filter bank. Streams with
+        that header (gapless trimming) and all other rates are decoded at the native rate.
+        Raises ``ValueError`` if it is negative.
+        """
     def feed(self, data: Buffer) -> bytes:
         """Push a chunk of the stream; return all PCM (s16le mono) that became decodable.
 
@@ -51,10 +61,16 @@ class Mp3Decoder:
         truncated last frame or trailing garbage is dropped silently.
         """
     def reset(self) -> None:
-        """Forget the current stream and any error; ready for a new stream."""
+        """Forget the current stream and any error; ready for a new stream (same target_rate)."""
     @property
     def sample_rate(self) -> int:
         """Native sample rate in Hz; 0 until the first frame is decoded."""
+    @property
+    def output_rate(self) -> int:
+        """Rate of the returned PCM in Hz: ``sample_rate`` or half of it; 0 until the first frame."""
+    @property
+    def target_rate(self) -> int:
+        """The ``target_rate`` given to the constructor (0: none)."""
     @property
     def channels(self) -> int:
         """Channels of the latest frame (1 or 2; the output is mono regardless); 0 before it."""
@@ -63,4 +79,4 @@ class Mp3Decoder:
         """MPEG audio frames decoded (not counting the Xing/Info header frame)."""
     @property
     def samples_decoded(self) -> int:
-        """Mono samples returned so far, after gapless trimming."""
+        """Mono samples returned so far, at ``output_rate``, after gapless trimming."""

@@ -198,6 +198,17 @@ class Adapter(ABC):
             return
         self._finish()
 
+    # -- the server's relay fast path -----------------------------------------------------------
+    def relay_ready(self) -> bool:
+        """Whether the server may forward client audio itself, each client frame unchanged as one
+        binary frame, instead of calling ``send_audio`` (the server's hot path for audio forwarded
+        natively). False by default; an adapter that says yes is told what went by ``relayed``. Never
+        true with frames queued in ``data_to_send``, so relayed audio cannot overtake them."""
+        return False
+
+    def relayed(self, frames: int, nbytes: int) -> None:
+        """Account for ``frames`` binary frames of ``nbytes`` audio bytes relayed under ``relay_ready``."""
+
     # -- helpers for subclasses ---------------------------------------------------------------
     def _accepting(self) -> bool:
         """Whether client actions still go upstream: before and while open, not once closing."""

@@ -263,6 +263,9 @@ class SonioxAdapter(Adapter):
         if data and self._accepting():  # an empty frame would end Soniox's stream
             self._send(bytes(data))
 
+    def relay_ready(self) -> bool:
+        return self.state is State.OPEN and not self._to_send  # what send_audio does, frame for frame
+
     def send_finalize(self) -> None:
         if self._accepting():
             self._send(FINALIZE)

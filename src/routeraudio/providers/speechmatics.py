@@ -292,6 +292,13 @@ class SpeechmaticsAdapter(Adapter):
         self.chunks_sent += 1
         self._bytes_sent += len(data)
 
+    def relay_ready(self) -> bool:
+        return self.started and self.state is State.OPEN and not self._to_send
+
+    def relayed(self, frames: int, nbytes: int) -> None:
+        self.chunks_sent += frames  # each relayed frame is one AddAudio: EndOfStream counts them
+        self._bytes_sent += nbytes
+
     def send_finalize(self) -> None:
         if not self._accepting():
             return

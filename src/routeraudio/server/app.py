@@ -28,7 +28,8 @@ from ..events import error_json
 from . import http
 from .metrics import Metrics
 from .session import Session
-from .wsio import WsEndpoint, install_redaction, redact, redacting_logger, split_binary_frames
+from .wsio import (WsEndpoint, install_redaction, redact, redacting_logger, relay_binary_frames,
+                   split_binary_frames)
 
 logger = redacting_logger("routeraudio.server")
 ws_logger = redacting_logger("routeraudio.server.ws")
@@ -219,10 +220,19 @@ class ClientConnection(WsEndpoint):
         if ws is not None:
             if (self._handshake_done and ws.state is OPEN and not ws.debug and not ws.reader.buffer
                     and not self._parts and self.session is not None):
-                # The audio hot path: whole binary frames at a frame boundary are unmasked here;
-                # anything else (control, text, partial frames) goes through websockets as usual.
-                payloads, used = split_binary_frames(data, self.max_message)
+                # The audio hot path: whole binary frames at a frame boundary are relayed upstream
+                # re-masked (raw PCM forwarded unchanged) or unmasked here for the session; anything
+                # else (control, text, partial frames) goes through websockets as usual.
                 session = self.session
+                budget = session.relay_budget()
+                if budget:
+                    wire, frames, nbytes, used = relay_binary_frames(data, self.max_message, budget)
+                    if frames:
+                        session.relayed(wire, frames, nbytes)
+                        if used == len(data):
+                            return
+                        data = data[used:]
+                payloads, used = split_binary_frames(data, self.max_message)
                 for payload in payloads:
                     session.on_message(payload)
                 if used == len(data):

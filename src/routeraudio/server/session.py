@@ -54,6 +54,10 @@ class Session:
             self.audio = AudioPipeline(params.encoding, params.sample_rate, params.channels, plan.sample_rate)
         else:
             self.audio = AudioMeter(params.encoding, params.sample_rate, params.channels)
+        # Raw PCM forwarded unchanged may take the relay fast path (see relay_budget).
+        self._relay_bytes_per_s = (0 if plan.convert or params.encoding not in ("pcm_s16le", "pcm_mulaw")
+                                   else params.sample_rate * params.channels
+                                   * (1 if params.encoding == "pcm_mulaw" else 2))
         self.upstream: upstream_mod.UpstreamConnection | None = None
         # Audio (bytes) and finalize requests (FINALIZE) that arrived before upstream opened, in order;
         # None once it is open.
@@ -167,6 +171,36 @@ class Session:
                 self._fail(LimitError(
                     f"{self.params.provider} is still connecting after {self.cfg.max_pending_audio_seconds:g} s "
                     "of audio were buffered; the router does not buffer more"))
+
+    # -- the relay fast path: raw PCM forwarded unchanged --------------------------------------
+    def relay_budget(self) -> int:
+        """How many audio bytes the client connection may relay straight upstream now, re-masked
+        in C without a Python call per frame (wsframe.relay_binary_frames), or 0 when the audio
+        must take ``on_audio``: converted or container audio, upstream not open, anything queued,
+        held or paused, the stream ending. Relaying stops at the frame that reaches the pace lead."""
+        if (not self._relay_bytes_per_s or self._pending is not None or self.ending or self.finished
+                or self._held or self._paused or not self.adapter.relay_ready()):
+            return 0
+        up = self.upstream
+        if not up.writes_directly():
+            return 0
+        lead = self.cfg.pace_lead_seconds
+        if not lead:
+            return 1 << 62
+        ahead = (self.loop.time() - self.started + lead) * self._relay_bytes_per_s - self.audio.bytes_in
+        return max(1, int(ahead))  # at least one frame: on_audio, too, pauses only after one
+
+    def relayed(self, wire: bytes, frames: int, nbytes: int) -> None:
+        """``frames`` client frames (``nbytes`` of audio), re-masked as ``wire``, go upstream."""
+        self.upstream.transport.write(wire)
+        self.adapter.relayed(frames, nbytes)
+        self.audio.count(nbytes)
+        now = self.loop.time()
+        self.last_client = self.last_upstream_audio = now
+        lead = self.cfg.pace_lead_seconds
+        if lead and self.audio.duration - (now - self.started) > lead:
+            self._pause("pace")
+            self._arm("pace", self.audio.duration - (now - self.started) - lead / 2, self._unpace)
 
     def on_text(self, text: str) -> None:
         if self.finished:

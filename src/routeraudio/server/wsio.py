@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import struct
 
 from websockets.frames import Frame, Opcode
 
@@ -19,10 +17,8 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_PONG = Opcode.CONT, Opcode.TEXT, Opcode.BINARY, 
 from websockets.protocol import Protocol, State
 from websockets.http11 import Request, Response
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets built without its C extension
-    from websockets.utils import apply_mask
+# The audio hot path's frame handling is in C; see its module docstring for what it takes.
+from .._codec.wsframe import masked_binary_frame, relay_binary_frames, split_binary_frames  # noqa: F401
 
 _SECRET_PATTERNS = [
     # query parameters and header values that carry credentials
@@ -67,62 +63,6 @@ def install_redaction() -> None:
         redacting_logger(name)
 
 
-_FIN_BINARY = 0x82
-_mask_pool = b""
-_mask_pos = 0
-
-
-def _mask_key() -> bytes:
-    """A fresh random masking key; drawn from a pool so that a frame does not cost a syscall."""
-    global _mask_pool, _mask_pos
-    if _mask_pos >= len(_mask_pool):
-        _mask_pool, _mask_pos = os.urandom(4096), 0
-    _mask_pos += 4
-    return _mask_pool[_mask_pos - 4:_mask_pos]
-
-
-def masked_binary_frame(data: bytes) -> bytes:
-    """One unfragmented, masked binary frame (RFC 6455 5.2), as a client sends it."""
-    n = len(data)
-    if n < 126:
-        head = bytes((_FIN_BINARY, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", _FIN_BINARY, 0xFE, n)
-    else:
-        head = struct.pack("!BBQ", _FIN_BINARY, 0xFF, n)
-    key = _mask_key()
-    return head + key + apply_mask(data, key)
-
-
-def split_binary_frames(data: bytes, limit: int) -> tuple[list[bytes], int]:
-    """The payloads of the complete, unfragmented, masked binary frames at the start of ``data``
-    (each at most ``limit`` bytes), and how many bytes they used. Stops at anything else: a partial
-    frame, a control or text frame, a fragment, RSV bits, an unmasked or oversize frame."""
-    out = []
-    pos, n = 0, len(data)
-    while n - pos >= 6:
-        if data[pos] != _FIN_BINARY:
-            break
-        b1 = data[pos + 1]
-        if not b1 & 0x80:
-            break
-        ln = b1 & 0x7F
-        hdr = 2
-        if ln == 126:
-            if n - pos < 8:
-                break
-            ln = (data[pos + 2] << 8) | data[pos + 3]
-            hdr = 4
-        elif ln == 127:
-            break  # never an audio frame of ours
-        if ln > limit or n - pos < hdr + 4 + ln:
-            break
-        start = pos + hdr + 4
-        out.append(apply_mask(data[start:start + ln], data[pos + hdr:start]))
-        pos = start + ln
-    return out, pos
-
-
 class WsEndpoint(asyncio.Protocol):
     """Base for the client-facing and upstream connections. Subclasses implement the ``on_*`` hooks."""
 
@@ -158,6 +98,13 @@ class WsEndpoint(asyncio.Protocol):
         if ws is not None and ws.state is State.OPEN:
             ws.send_text(text.encode("utf-8"))
             self.flush()
+
+    def writes_directly(self) -> bool:
+        """Whether a data frame may be written to the transport directly, bypassing websockets:
+        open, nothing of websockets' own waiting to be written, no debug logging of frames."""
+        ws = self.ws
+        return (self.fast_binary and ws is not None and ws.state is State.OPEN and not ws.debug
+                and not ws.writes and not self.transport.is_closing())
 
     def send_binary(self, data: bytes) -> None:
         ws = self.ws
