@@ -1,14 +1,19 @@
-"""The router's per-frame path (issue 6): one client frame received, metered/converted, and forwarded
-upstream, with stub transports so only our code and websockets' framing are timed.
+"""The router's per-frame paths (issue 6), with stub transports so only our code and the framing are
+timed: one client audio frame received, metered/converted and forwarded upstream; and one provider
+final (a Deepgram Results message) received, mapped to the unified format and sent to the client.
 
-Baseline in the same run: websockets' sans-I/O ServerProtocol parsing the same frame (the floor any
-websockets-based relay pays to receive it) and ClientProtocol sending it on (the floor to forward).
+Baselines in the same run: websockets' sans-I/O protocols doing only the framing of the same
+traffic (ServerProtocol parsing the client frame and ClientProtocol sending it on; ClientProtocol
+parsing the provider's text frame and ServerProtocol sending a text frame back), the floor any
+websockets-based relay pays before doing anything with the audio or the JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import json
 import os
 import tempfile
 
@@ -78,11 +83,33 @@ def _session(loop, encoding, rate, channels):
     s._connect_task.cancel()
     up = UpstreamConnection(s.adapter.connect_request(), "deepgram")
     up.transport = StubTransport()
-    up.ws.state = State.OPEN
+    request = up.ws.connect()
+    up.ws.send_request(request)
+    up.ws.data_to_send()
+    accept = base64.b64encode(hashlib.sha1(request.headers["Sec-WebSocket-Key"].encode()
+                                           + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
+    up.ws.receive_data(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+    up.ws.events_received()
     s.upstream, s._pending = up, None
     s.adapter.receive_open()
     s.adapter.data_to_send()
+    up.attach(s._on_upstream_message, s._on_upstream_closed, s._on_upstream_writable, s._on_pong)
     return conn
+
+
+def _results(start: float) -> str:
+    """A Deepgram final of two words, as the load harness's sink sends it."""
+    end = start + 1.0
+    return json.dumps({
+        "type": "Results", "channel_index": [0, 1], "duration": 1.0, "start": start, "is_final": True,
+        "speech_final": False, "from_finalize": False,
+        "channel": {"alternatives": [{"transcript": "hello world", "confidence": 0.99, "words": [
+            {"word": "hello", "start": start, "end": start + 0.4, "confidence": 0.99, "punctuated_word": "Hello"},
+            {"word": "world", "start": start + 0.5, "end": end - 0.1, "confidence": 0.99,
+             "punctuated_word": "world."}]}]},
+        "metadata": {"request_id": "bench", "model_uuid": "bench",
+                     "model_info": {"name": "general", "version": "1", "arch": "nova-3"}}}, separators=(",", ":"))
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
@@ -111,3 +138,29 @@ def test_baseline_websockets_receive_and_forward(benchmark):
         server.data_to_send()
 
     benchmark.pedantic(relay, rounds=200, iterations=100, warmup_rounds=5)
+
+
+def test_router_final_path(benchmark):
+    async def run():
+        conn = _session(asyncio.get_running_loop(), "pcm_mulaw", 8000, 1)
+        frame = Frame(Opcode.TEXT, _results(0.0).encode()).serialize(mask=False, extensions=[])
+        benchmark.pedantic(conn.session.upstream.data_received, args=(frame,), rounds=100, iterations=100,
+                           warmup_rounds=5)
+
+    asyncio.run(run())
+
+
+def test_baseline_websockets_final_receive_and_send(benchmark):
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/"), state=State.OPEN)
+    server = ServerProtocol(state=State.OPEN)
+    frame = Frame(Opcode.TEXT, _results(0.0).encode()).serialize(mask=False, extensions=[])
+
+    def relay():
+        client.receive_data(frame)
+        events = client.events_received()
+        assert len(events) == 1
+        server.send_text(events[0].data)
+        server.data_to_send()
+        client.data_to_send()
+
+    benchmark.pedantic(relay, rounds=100, iterations=100, warmup_rounds=5)

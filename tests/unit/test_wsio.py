@@ -11,7 +11,8 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from routeraudio.server.wsio import masked_binary_frame, redact, relay_binary_frames, split_binary_frames
+from routeraudio.server.wsio import (binary_frame, masked_binary_frame, redact, relay_binary_frames,
+                                    split_binary_frames, split_data_frames, text_frame)
 
 
 @settings(max_examples=200, deadline=None)
@@ -90,6 +91,47 @@ def test_masked_frames_use_fresh_keys_and_accept_any_bytes_like():
               masked_binary_frame(b"abc")]
     assert all(_payloads_of(f) == [b"abc"] for f in frames)
     assert len({f[2:6] for f in frames}) == 3
+
+
+def _client_reads(wire: bytes) -> list[str | bytes]:
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    client = ClientProtocol(parse_uri("ws://x/"), state=State.OPEN, max_size=None)
+    client.receive_data(wire)
+    events = client.events_received()
+    assert client.parser_exc is None
+    return [e.data.decode() if e.opcode is Opcode.TEXT else e.data for e in events]
+
+
+_messages = st.lists(st.one_of(st.text(max_size=300), st.binary(max_size=300),
+                               st.binary(min_size=65536, max_size=70000)), min_size=1, max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_messages)
+def test_server_frames_roundtrip_through_websockets(messages):
+    wire = b"".join(text_frame(m, False) if isinstance(m, str) else binary_frame(m, False) for m in messages)
+    assert _client_reads(wire) == messages  # websockets, as the provider's peer, reads what we sent
+    assert split_data_frames(wire, 1 << 20) == (messages, len(wire))
+    masked = b"".join(text_frame(m, True) if isinstance(m, str) else binary_frame(m, True) for m in messages)
+    assert [e if isinstance(e, bytes) else e.decode() for e in _payloads_of(masked)] == \
+        [m.encode() if isinstance(m, str) else m for m in messages]
+
+
+@pytest.mark.parametrize("other", [
+    Frame(Opcode.PING, b"x").serialize(mask=False, extensions=[]),
+    Frame(Opcode.CLOSE, b"\x03\xe8").serialize(mask=False, extensions=[]),
+    Frame(Opcode.TEXT, b"ab", fin=False).serialize(mask=False, extensions=[]),  # a fragment
+    Frame(Opcode.TEXT, b'{"a":1}').serialize(mask=True, extensions=[]),  # servers must not mask
+    Frame(Opcode.TEXT, b"\xff\xfe").serialize(mask=False, extensions=[]),  # not UTF-8: websockets sends 1007
+    Frame(Opcode.BINARY, b"x" * 2000).serialize(mask=False, extensions=[]),  # over the limit: 1009
+    text_frame('{"partial":', False)[:-3],  # incomplete
+])
+def test_provider_frames_the_fast_path_leaves_to_websockets(other):
+    first = text_frame('{"type":"Results"}', False)
+    messages, used = split_data_frames(first + other + first, 1000)
+    assert messages == ['{"type":"Results"}'] and used == len(first)
 
 
 def test_redaction_patterns():

@@ -2,8 +2,8 @@
 """WebSocket data frames on the audio hot path (RFC 6455 section 5), in C.
 
 The server reads audio from clients and writes it to providers as masked binary frames, 50 times a
-second per stream. Everything else (text and control frames, fragments, the close handshake) goes
-through the websockets library; this module only ever takes *whole, unfragmented, masked binary
+second per stream, and carries the providers' JSON back. Control frames, fragments and the close
+handshake go through the websockets library; this module only ever takes *whole, unfragmented data
 frames* from the start of a buffer and stops at the first byte that is anything else, leaving it to
 the caller's slow path. It never raises on bad input: what it does not take, websockets judges.
 
@@ -12,7 +12,10 @@ the caller's slow path. It never raises on bad input: what it does not take, web
   ``bytes`` ready for one write. A client frame and the frame forwarded for it have the same length
   (same header, a 4-byte key, the payload), so relaying is one copy plus one XOR per payload word
   with ``old_key ^ new_key``: the payload is never unmasked into a buffer of its own.
-* ``masked_binary_frame``: one masked binary frame, as a client sends it.
+* ``masked_binary_frame`` / ``binary_frame`` / ``text_frame``: one data frame, masked as a client
+  sends it or unmasked as a server does.
+* ``split_data_frames``: the messages in the leading unmasked text and binary frames a provider
+  sends (text decoded as strict UTF-8).
 
 Masking keys are fresh random bytes from ``os.urandom``, drawn from a pool of 4 KiB (1,024 keys) so
 that a frame costs no system call. Empty binary frames are never taken: an empty frame is the
@@ -140,28 +143,93 @@ def relay_binary_frames(bytes data, Py_ssize_t limit, Py_ssize_t budget):
     return wire, frames, total, pos
 
 
-def masked_binary_frame(data):
-    """One unfragmented, masked binary frame carrying ``data`` (bytes-like), as a client sends it."""
-    if type(data) is not bytes:
-        data = bytes(data)
-    cdef const uint8_t *src = <const uint8_t *>PyBytes_AS_STRING(data)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t hdr = 6 if n < 126 else (8 if n < 65536 else 14)
+cdef bytes _frame(int opcode, const uint8_t *src, Py_ssize_t n, bint mask):
+    cdef Py_ssize_t hdr = (2 if n < 126 else (4 if n < 65536 else 10)) + (4 if mask else 0)
     cdef bytes frame = PyBytes_FromStringAndSize(NULL, hdr + n)
     cdef uint8_t *f = <uint8_t *>PyBytes_AS_STRING(frame)
-    cdef uint32_t key = _new_key()
+    cdef uint8_t mbit = 0x80 if mask else 0
+    cdef uint32_t key
     cdef int i
-    f[0] = 0x82
+    f[0] = 0x80 | opcode
     if n < 126:
-        f[1] = 0x80 | n
+        f[1] = mbit | n
     elif n < 65536:
-        f[1] = 0xFE
+        f[1] = mbit | 126
         f[2] = (n >> 8) & 0xFF
         f[3] = n & 0xFF
     else:
-        f[1] = 0xFF
+        f[1] = mbit | 127
         for i in range(8):
             f[2 + i] = (<uint64_t>n >> (56 - 8 * i)) & 0xFF
-    memcpy(f + hdr - 4, &key, 4)
-    _xor(f + hdr, src, n, key)
+    if mask:
+        key = _new_key()
+        memcpy(f + hdr - 4, &key, 4)
+        _xor(f + hdr, src, n, key)
+    else:
+        memcpy(f + hdr, src, n)
     return frame
+
+
+def binary_frame(data, bint mask):
+    """One unfragmented binary frame carrying ``data`` (bytes-like); masked as a client sends it,
+    or not, as a server does."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    return _frame(2, <const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), mask)
+
+
+def masked_binary_frame(data):
+    """One unfragmented, masked binary frame carrying ``data`` (bytes-like), as a client sends it."""
+    return binary_frame(data, True)
+
+
+def text_frame(str text, bint mask):
+    """One unfragmented text frame carrying ``text`` as UTF-8; masked or not, as ``binary_frame``."""
+    cdef bytes data = text.encode("utf-8")
+    return _frame(1, <const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), mask)
+
+
+def split_data_frames(bytes data, Py_ssize_t limit):
+    """``(messages, used)``: the whole, unmasked, unfragmented text and binary frames (as a server
+    sends them, each at most ``limit`` bytes) at the start of ``data``: text as ``str``, binary as
+    ``bytes``. Stops before anything else, including a text frame that is not valid UTF-8 (which
+    websockets then fails with 1007)."""
+    cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t pos = 0, ln, hdr
+    cdef uint64_t ln64
+    cdef int i
+    cdef list out = []
+    cdef object message
+    while n - pos >= 2:
+        if (p[pos] != 0x81 and p[pos] != 0x82) or p[pos + 1] & 0x80:
+            break
+        ln = p[pos + 1] & 0x7F
+        hdr = 2
+        if ln == 126:
+            if n - pos < 4:
+                break
+            ln = (<Py_ssize_t>p[pos + 2] << 8) | p[pos + 3]
+            hdr = 4
+        elif ln == 127:
+            if n - pos < 10:
+                break
+            ln64 = 0
+            for i in range(8):
+                ln64 = (ln64 << 8) | p[pos + 2 + i]
+            if ln64 > <uint64_t>limit:
+                break
+            ln = <Py_ssize_t>ln64
+            hdr = 10
+        if ln > limit or n - pos - hdr < ln:
+            break
+        if p[pos] == 0x82:
+            message = PyBytes_FromStringAndSize(<const char *>p + pos + hdr, ln)
+        else:
+            try:
+                message = (<const char *>p + pos + hdr)[:ln].decode("utf-8")
+            except UnicodeDecodeError:
+                break
+        out.append(message)
+        pos += hdr + ln
+    return out, pos

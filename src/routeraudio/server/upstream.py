@@ -34,7 +34,7 @@ def _tls() -> ssl.SSLContext:
 class UpstreamConnection(WsEndpoint):
     """One provider socket. The session sets the ``on_*`` callables."""
 
-    fast_binary = True
+    masks = True
 
     def __init__(self, request: UpstreamRequest, provider: str, max_message: int = 16 * 2**20) -> None:
         super().__init__()
@@ -67,7 +67,7 @@ class UpstreamConnection(WsEndpoint):
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.feed(data)
+            self.feed_messages(data)
         except EOFError:
             pass
 

@@ -18,7 +18,8 @@ from websockets.protocol import Protocol, State
 from websockets.http11 import Request, Response
 
 # The audio hot path's frame handling is in C; see its module docstring for what it takes.
-from .._codec.wsframe import masked_binary_frame, relay_binary_frames, split_binary_frames  # noqa: F401
+from .._codec.wsframe import (binary_frame, masked_binary_frame, relay_binary_frames,  # noqa: F401
+                              split_binary_frames, split_data_frames, text_frame)
 
 _SECRET_PATTERNS = [
     # query parameters and header values that carry credentials
@@ -67,8 +68,8 @@ class WsEndpoint(asyncio.Protocol):
     """Base for the client-facing and upstream connections. Subclasses implement the ``on_*`` hooks."""
 
     max_message: int = 2**20
-    #: build outgoing binary frames directly (client side: masked) instead of through websockets
-    fast_binary: bool = False
+    #: this side masks the frames it sends (RFC 6455: a client does, a server does not)
+    masks: bool = False
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -100,19 +101,27 @@ class WsEndpoint(asyncio.Protocol):
             self.flush()
 
     def writes_directly(self) -> bool:
-        """Whether a data frame may be written to the transport directly, bypassing websockets:
-        open, nothing of websockets' own waiting to be written, no debug logging of frames."""
+        """Whether a data frame may be built here (wsframe, in C) and written to the transport
+        directly, bypassing websockets: open, nothing of websockets' own waiting to be written, no
+        debug logging of frames. websockets keeps no state for unfragmented data frames it sends."""
         ws = self.ws
-        return (self.fast_binary and ws is not None and ws.state is State.OPEN and not ws.debug
-                and not ws.writes and not self.transport.is_closing())
+        return (ws is not None and ws.state is State.OPEN and not ws.debug and not ws.writes
+                and not ws.extensions and not self.transport.is_closing())
+
+    def send_text(self, text: str) -> None:
+        ws = self.ws
+        if ws is not None and ws.state is State.OPEN:
+            if not ws.debug and not ws.writes and not ws.extensions:
+                self.transport.write(text_frame(text, self.masks))
+                return
+            ws.send_text(text.encode("utf-8"))
+            self.flush()
 
     def send_binary(self, data: bytes) -> None:
         ws = self.ws
         if ws is not None and ws.state is State.OPEN:
-            if self.fast_binary and not ws.debug and not ws.writes:
-                # The audio hot path: the frame websockets would build, without its per-frame
-                # machinery. Frame state it tracks (fragments, closing) is untouched by a data frame.
-                self.transport.write(masked_binary_frame(data))
+            if not ws.debug and not ws.writes and not ws.extensions:
+                self.transport.write(binary_frame(data, self.masks))
                 return
             ws.send_binary(data)
             self.flush()
@@ -140,6 +149,21 @@ class WsEndpoint(asyncio.Protocol):
             self.transport.abort()
 
     # -- reading ------------------------------------------------------------------------------
+    def feed_messages(self, data: bytes) -> None:
+        """``feed`` for a peer that sends unmasked frames (a provider): whole text and binary
+        frames at a frame boundary are parsed in C and delivered straight to ``on_message``; the
+        rest (control frames, fragments, partial frames, the handshake) goes through websockets."""
+        ws = self.ws
+        if (ws.state is State.OPEN and not ws.debug and not ws.reader.buffer and not self._parts
+                and not ws.extensions):
+            messages, used = split_data_frames(data, self.max_message)
+            for message in messages:
+                self.on_message(message)
+            if used == len(data):
+                return
+            data = data[used:]
+        self.feed(data)
+
     def feed(self, data: bytes) -> None:
         ws = self.ws
         ws.receive_data(data)
