@@ -11,6 +11,11 @@ the simulator (one process), the router (``routeraudio serve``; N workers with `
 and ``--clients`` load-generator processes. All share CLOCK_MONOTONIC, so the client's send time of
 a frame and the simulator's receive time of the same audio are comparable.
 
+Profiles: ``telephony`` (8 kHz mu-law) and ``pcm16k`` go unchanged to Deepgram; ``browser`` (WebM/Opus)
+is decoded to 16 kHz PCM for Speechmatics; ``pcm44k`` (44.1 kHz s16le) is resampled to 24 kHz for
+OpenAI Realtime, which takes PCM at 24 kHz only. The direct baseline of every profile goes to the
+Deepgram-protocol sink, which takes each format as is; ``--nginx`` runs for unconverted profiles only.
+
 Measured per profile and N (JSON + markdown + PNG under --out):
 - forward latency: client send of a frame -> simulator receipt of the audio it carries (matched by
   byte position when forwarded unchanged, by audio seconds when converted), p50/p99/max; the same
@@ -47,12 +52,13 @@ FRAME_MS = 20
 SAMPLE_EVERY = 5  # latency samples: every 5th frame (100 ms) of every stream
 
 # profile -> client encoding and rate, the provider behind the router (bench/loadgen.py's sink speaks a
-# minimal Deepgram or Speechmatics), and whether the router converts (WebM/Opus -> 16 kHz PCM).
+# minimal Deepgram, Speechmatics or OpenAI Realtime), and whether the router converts: WebM/Opus ->
+# 16 kHz PCM for Speechmatics; 44.1 kHz PCM resampled to 24 kHz for OpenAI, which takes PCM at 24 kHz only.
 PROFILES = {
     "telephony": dict(encoding="pcm_mulaw", rate=8000, provider="deepgram", converted=False),
     "pcm16k": dict(encoding="pcm_s16le", rate=16000, provider="deepgram", converted=False),
     "browser": dict(encoding="webm", rate=48000, provider="speechmatics", converted=True),
-    "pcm44k": dict(encoding="pcm_s16le", rate=44100, provider="speechmatics", converted=False),
+    "pcm44k": dict(encoding="pcm_s16le", rate=44100, provider="openai", converted=True),
 }
 SCRIPT = "Hello, how are you today? I am calling about my order. It was supposed to arrive on Monday."
 
@@ -114,7 +120,7 @@ def _mulaw(s: int) -> int:
 
 
 # -- provider sink process -------------------------------------------------------------------------
-SINK_PATHS = {"deepgram": "/v1/listen", "speechmatics": "/v2"}
+SINK_PATHS = {"deepgram": "/v1/listen", "speechmatics": "/v2", "openai": "/v1/realtime"}
 
 
 def sim_main(provider: str, port_file: str, stats_file: str, seconds: float) -> None:
@@ -453,8 +459,7 @@ def analyse(mode, profile, n, seconds, results, sim_stats, cpu, rss_before, rss_
         s = conns[-1]
         rx = s["rx"]
         if converted:
-            rate = int(s["query"].get("sample_rate", 0)) or 16000
-            bps = rate * 2
+            bps = s["sample_rate"] * 2  # converted audio goes up as s16le at the rate the sink was told
             expected = r["seconds_sent"] * bps
             if s["bytes"] < expected - bps * 0.01:  # within a resampler block / Opus pre-skip
                 lost_audio += 1
@@ -505,13 +510,16 @@ def report(rows: list[dict], out: Path) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out / f"load-{stamp}.json").write_text(json.dumps(rows, indent=1))
     lines = ["| profile | loop | N | fwd added p50/p99/max ms | ret added p50/p99 ms | router CPU ms/audio-s |"
-             " nginx CPU ratio | RSS idle/active KiB/conn | lost audio/finals | errors |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             " router user/system s | harness cores | nginx CPU ratio | RSS idle/active KiB/conn |"
+             " lost audio/finals | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['profile']} | {r['loop']} | {r['streams']} | {fmt(r['fwd_added']['p50'])}/"
             f"{fmt(r['fwd_added']['p99'])}/{fmt(r['fwd_added']['max'])} | {fmt(r['ret_added']['p50'])}/"
             f"{fmt(r['ret_added']['p99'])} | {fmt(r['router']['cpu_ms_per_audio_s'], 3)} | "
+            f"{fmt(r['router'].get('cpu_user_s'))}/{fmt(r['router'].get('cpu_system_s'))} | "
+            f"{fmt(r['router'].get('harness_cores'))} | "
             f"{fmt(r.get('cpu_ratio_vs_nginx'))} | {fmt(r['router']['rss_idle_per_conn_kib'], 1)}/"
             f"{fmt(r['router']['rss_active_per_conn_kib'], 1)} | {r['router']['lost_audio_streams']}/"
             f"{r['router']['lost_finals']} | {r['router']['errors']} |")

@@ -8,16 +8,20 @@ what the measurement sees.
 ``Sink`` answers the handshake and speaks a minimal subset of a provider's protocol (``deepgram``:
 binary audio, Results every second of audio, CloseStream -> Metadata + close; ``speechmatics``:
 StartRecognition -> RecognitionStarted, AudioAdded acks, AddTranscript, EndOfStream ->
-EndOfTranscript), each connection's finals at a phase of its own within the second. It records,
-per connection, the cumulative audio bytes received with their arrival time, and the send time of
-every final. ``Client`` opens a connection, sends precomputed masked
-frames on a shared 20 ms ticker, and records send and receive times.
+EndOfTranscript; ``openai``: a Realtime transcription session, session.update read for the format,
+base64 audio in input_audio_buffer.append, every second an item committed + its transcription
+completed, the closing input_audio_buffer.commit -> an empty item, after which the router closes),
+each connection's finals at a phase of its own within the second. It records, per connection, the
+cumulative audio bytes received (decoded PCM) with their arrival time, the audio's sample rate as
+the router configured it, and the send time of every final. ``Client`` opens a connection, sends
+precomputed masked frames on a shared 20 ms ticker, and records send and receive times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -25,7 +29,16 @@ import struct
 import time
 from urllib.parse import parse_qs, urlsplit
 
+try:  # websockets' C unmasking: OpenAI audio arrives in masked text frames, 1.3 kB per 20 ms
+    from websockets.speedups import apply_mask
+except ImportError:
+    apply_mask = None
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# OpenAI Realtime: base64 can hold neither '"' nor ':', so these markers cannot occur inside the audio
+OPENAI_APPEND = b'"input_audio_buffer.append"'
+OPENAI_AUDIO = b'"audio"'
+OPENAI_FORMATS = {"audio/pcm": (24000, 2), "audio/pcmu": (8000, 1), "audio/pcma": (8000, 1)}  # rate, width
 
 
 def frame(opcode: int, payload: bytes, mask: bool) -> bytes:
@@ -49,6 +62,9 @@ def _xor(data: bytes, key: bytes) -> bytes:
         return b""
     k = int.from_bytes((key * (len(data) // 4 + 1))[:len(data)], "big")
     return (int.from_bytes(data, "big") ^ k).to_bytes(len(data), "big")
+
+
+_unmask = apply_mask or _xor
 
 
 class FrameReader:
@@ -87,7 +103,7 @@ class FrameReader:
             if want_payload(op):
                 payload = bytes(buf[pos + hdr:pos + hdr + ln])
                 if masked:
-                    payload = _xor(payload, bytes(buf[pos + hdr - 4:pos + hdr]))
+                    payload = _unmask(payload, bytes(buf[pos + hdr - 4:pos + hdr]))
             out.append((op, payload, ln))
             pos += hdr + ln
         del buf[:pos]
@@ -105,7 +121,7 @@ class SinkConn(asyncio.Protocol):
         self.head = b""
         self.reader = FrameReader()
         self.open = False
-        self.rec = {"key": "", "rx": [], "finals_tx": [], "bytes": 0, "query": {}}
+        self.rec = {"key": "", "rx": [], "finals_tx": [], "bytes": 0, "query": {}, "sample_rate": 16000}
         self.bytes_per_s = 32000
         self.next_final = 1.0
         self.seq = 0
@@ -128,9 +144,12 @@ class SinkConn(asyncio.Protocol):
             self.rec["key"] = auth.split()[-1] if auth else ""
             self.rec["query"] = q
             if q.get("encoding") == "mulaw":
-                self.bytes_per_s = int(q.get("sample_rate", 8000))
+                self.bytes_per_s = self.rec["sample_rate"] = int(q.get("sample_rate", 8000))
             elif q.get("sample_rate"):
-                self.bytes_per_s = int(q["sample_rate"]) * 2
+                self.rec["sample_rate"] = int(q["sample_rate"])
+                self.bytes_per_s = self.rec["sample_rate"] * 2
+            elif self.sink.protocol == "openai":  # the session's default until session.update says
+                self.rec["sample_rate"], self.bytes_per_s = 24000, 48000
             self.transport.write(
                 ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  f"Sec-WebSocket-Accept: {_accept(headers['sec-websocket-key'])}\r\n\r\n").encode())
@@ -145,24 +164,49 @@ class SinkConn(asyncio.Protocol):
         now = time.monotonic()
         for op, payload, ln in self.reader.feed(data, lambda op: op != 2):
             if op == 2:
-                total = self.rec["bytes"] = self.rec["bytes"] + ln
-                self.rec["rx"].append((now, total))
                 if self.sink.protocol == "speechmatics":
                     self.seq += 1
                     self._text({"message": "AudioAdded", "seq_no": self.seq})
-                if total / self.bytes_per_s >= self.next_final:
-                    self._final(max(0.0, self.next_final - 1.0), self.next_final)
-                    self.next_final += 1.0
+                self._audio(now, ln)
             elif op == 1:
-                self._control(json.loads(payload))
+                if OPENAI_APPEND in payload:
+                    # Not json.loads: find the base64 and decode it only to count the PCM (and to
+                    # refuse garbage: an undecodable append counts nothing, so it shows as lost audio).
+                    start = payload.find(b'"', payload.find(OPENAI_AUDIO) + len(OPENAI_AUDIO)) + 1
+                    try:
+                        n = len(binascii.a2b_base64(payload[start:payload.find(b'"', start)], strict_mode=True))
+                    except binascii.Error:
+                        n = 0
+                    self._audio(now, n)
+                else:
+                    self._control(json.loads(payload))
             elif op == 8:
                 self.transport.write(frame(8, struct.pack("!H", 1000), False))
                 self.transport.close()
             elif op == 9:
                 self.transport.write(frame(10, payload, False))
 
-    def _text(self, msg: dict) -> None:
-        self.transport.write(frame(1, json.dumps(msg, separators=(",", ":")).encode(), False))
+    def _audio(self, now: float, n: int) -> None:
+        total = self.rec["bytes"] = self.rec["bytes"] + n
+        self.rec["rx"].append((now, total))
+        if total / self.bytes_per_s >= self.next_final:
+            self._final(max(0.0, self.next_final - 1.0), self.next_final)
+            self.next_final += 1.0
+
+    def _text(self, *msgs: dict) -> None:
+        self.transport.write(b"".join(frame(1, json.dumps(m, separators=(",", ":")).encode(), False)
+                                      for m in msgs))
+
+    def _openai_item(self, transcript: str) -> None:
+        """One OpenAI item: committed, then its transcript (what its server VAD or a client commit
+        produces, without the speech_started/stopped events, the deltas and the item bookkeeping)."""
+        self.seq += 1
+        item, prev = f"item_bench{self.seq:06d}", (f"item_bench{self.seq - 1:06d}" if self.seq > 1 else None)
+        self._text({"type": "input_audio_buffer.committed", "event_id": f"event_c{self.seq}",
+                    "previous_item_id": prev, "item_id": item},
+                   {"type": "conversation.item.input_audio_transcription.completed",
+                    "event_id": f"event_t{self.seq}", "item_id": item, "content_index": 0,
+                    "transcript": transcript})
 
     def _final(self, start: float, end: float) -> None:
         if self.sink.protocol == "deepgram":
@@ -175,6 +219,8 @@ class SinkConn(asyncio.Protocol):
                              "punctuated_word": "world."}]}]},
                         "metadata": {"request_id": "bench", "model_uuid": "bench",
                                      "model_info": {"name": "general", "version": "1", "arch": "nova-3"}}})
+        elif self.sink.protocol == "openai":
+            self._openai_item("Hello world.")
         else:
             self._text({"message": "AddTranscript", "format": "2.9",
                         "metadata": {"transcript": "hello world", "start_time": start, "end_time": end},
@@ -188,7 +234,17 @@ class SinkConn(asyncio.Protocol):
     def _control(self, msg: dict) -> None:
         kind = msg.get("type") or msg.get("message")
         if kind == "StartRecognition":
+            fmt = msg.get("audio_format") or {}
+            if fmt.get("sample_rate"):
+                self.rec["sample_rate"] = int(fmt["sample_rate"])
+                self.bytes_per_s = self.rec["sample_rate"] * (1 if fmt.get("encoding") == "mulaw" else 2)
             self._text({"message": "RecognitionStarted", "id": "bench", "orchestrator_version": "bench"})
+        elif kind == "session.update":  # not answered: the adapter neither waits for nor reads session.updated
+            fmt = msg["session"]["audio"]["input"].get("format") or {}
+            rate, width = OPENAI_FORMATS[fmt.get("type", "audio/pcm")]
+            self.rec["sample_rate"], self.bytes_per_s = rate, rate * width
+        elif kind == "input_audio_buffer.commit":
+            self._openai_item("")  # the closing commit: the tail since the last final holds no words
         elif kind in ("CloseStream", "EndOfStream"):
             if self.sink.protocol == "deepgram":
                 self._text({"type": "Metadata", "transaction_key": "deprecated", "request_id": "bench",
