@@ -25,7 +25,9 @@ Measured per profile and N (JSON + markdown + PNG under --out):
 - router RSS per connection, idle (connected, upstream open, no audio) and active;
 - lost audio (bytes or seconds the simulator received vs sent) and lost finals (sent vs received);
 - with --nginx: the direct streams relayed by nginx (proxy_pass + upgrade headers), and the
-  router's CPU per stream as a ratio to nginx's.
+  router's CPU per stream as a ratio to nginx's;
+- with --uvrelay: the same through a raw uvloop TCP relay (bytes in, bytes out, no WebSocket parsing:
+  the floor of the router's own stack), and the router's CPU as a ratio to it.
 Bounded: every phase has a deadline and the whole run stops by itself; loopback only.
 """
 
@@ -60,6 +62,21 @@ PROFILES = {
     "browser": dict(encoding="webm", rate=48000, provider="speechmatics", converted=True),
     "pcm44k": dict(encoding="pcm_s16le", rate=44100, provider="openai", converted=True),
 }
+# --pin: (relay CPUs, harness CPUs). The router (or nginx) runs on the last CPU, the load generators
+# and the sink on the others, so that neither steals the other's core; None: the OS schedules.
+PIN: tuple[set[int], set[int]] | None = None
+
+
+def _pin_relay():
+    if PIN is not None:
+        os.sched_setaffinity(0, PIN[0])
+
+
+def _pin_harness(pid: int) -> None:
+    if PIN is not None:
+        os.sched_setaffinity(pid, PIN[1])
+
+
 SCRIPT = "Hello, how are you today? I am calling about my order. It was supposed to arrive on Monday."
 
 
@@ -290,9 +307,35 @@ def start_router(sim_url: str, provider: str, workers: int, loop_kind: str, data
                **{f"ROUTERAUDIO_{provider.upper()}_URL": sim_url})
     proc = subprocess.Popen([sys.executable, "-m", "routeraudio", "--log-level", "warning", "serve",
                              "--port", str(port), "--workers", str(workers), "--loop", loop_kind],
-                            env=env, stdout=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, preexec_fn=_pin_relay)
     wait_http(port)
+    if workers > 1:
+        wait_workers_listening(proc.pid, workers, port)
     return proc, port
+
+
+def wait_workers_listening(pid: int, workers: int, port: int, timeout: float = 20.0) -> None:
+    """Until every worker has bound the shared port: a client that connects earlier can only reach
+    the workers already listening (SO_REUSEPORT spreads over the bound sockets), which would skew
+    the spread measured. Needs psutil; without it, a fixed grace period."""
+    try:
+        import psutil
+    except ImportError:
+        time.sleep(3.0)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = 0
+        for child in children(pid):
+            try:
+                conns = psutil.Process(child).net_connections(kind="tcp")
+            except psutil.Error:
+                continue
+            listening += any(c.status == "LISTEN" and c.laddr.port == port for c in conns)
+        if listening >= workers:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"only {listening} of {workers} workers listen on port {port}")
 
 
 NGINX_CONF = """
@@ -333,11 +376,37 @@ def ensure_nginx() -> str:
     return path
 
 
+def uvrelay_main(upstream_port: int, port_file: str) -> None:
+    import uvloop
+
+    from loadgen import serve_uvloop_relay
+
+    async def main():
+        port = await serve_uvloop_relay(upstream_port)
+        Path(port_file).write_text(str(port))
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def start_uvrelay(sim_port: int, tmp: str) -> tuple[subprocess.Popen, int]:
+    """The raw uvloop TCP relay (loadgen.serve_uvloop_relay) in a process of its own."""
+    port_file = Path(tmp) / "uvrelay.port"
+    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import load; load.uvrelay_main({sim_port}, {str(port_file)!r})"
+    proc = subprocess.Popen([sys.executable, "-c", code], preexec_fn=_pin_relay)
+    deadline = time.monotonic() + 15
+    while not port_file.exists() or not port_file.read_text():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the uvloop relay did not start")
+        time.sleep(0.05)
+    return proc, int(port_file.read_text())
+
+
 def start_nginx(sim_port: int, tmp: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     conf = Path(tmp) / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=tmp, port=port, upstream=sim_port))
-    proc = subprocess.Popen([ensure_nginx(), "-c", str(conf), "-g", "daemon off;"])
+    proc = subprocess.Popen([ensure_nginx(), "-c", str(conf), "-g", "daemon off;"], preexec_fn=_pin_relay)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -357,8 +426,9 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop_kind: str,
-             workers: int = 1, use_nginx: bool = False) -> dict:
-    """mode: 'router' or 'direct' (straight to the simulator, or via nginx with use_nginx)."""
+             workers: int = 1, relay_kind: str | None = None) -> dict:
+    """mode: 'router' or 'direct' (straight to the simulator, or through ``relay_kind``: 'nginx', or
+    'uvloop' for a raw byte relay on the router's own event loop, the floor of its stack)."""
     p = PROFILES[profile]
     provider = p["provider"] if mode == "router" else "deepgram"  # direct: the Deepgram-protocol sink
     tmp = tempfile.mkdtemp(prefix="ra-load-")
@@ -366,6 +436,7 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
     port_file, stats_file = f"{tmp}/sim.url", f"{tmp}/sim.json"
     sim = ctx.Process(target=sim_main, args=(provider, port_file, stats_file, seconds), daemon=True)
     sim.start()
+    _pin_harness(sim.pid)
     deadline = time.monotonic() + 20
     while not Path(port_file).exists():
         if time.monotonic() > deadline:
@@ -378,9 +449,9 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
         relay, port = start_router(sim_url, provider, workers, loop_kind, tmp)
         target = f"ws://127.0.0.1:{port}/v1/listen"
         cpu_pids = [relay.pid] + children(relay.pid)
-    elif use_nginx:
+    elif relay_kind:
         sim_port = int(sim_url.rsplit(":", 1)[1].split("/")[0])
-        relay, port = start_nginx(sim_port, tmp)
+        relay, port = (start_nginx if relay_kind == "nginx" else start_uvrelay)(sim_port, tmp)
         target = sim_url.replace(f":{sim_port}", f":{port}")
         time.sleep(0.3)
         cpu_pids = [relay.pid] + children(relay.pid)
@@ -401,6 +472,7 @@ def run_once(mode: str, profile: str, n: int, seconds: float, clients: int, loop
             pr = ctx.Process(target=client_main, args=(mode, target, profile, share, seconds, start_at,
                                                        f"{tmp}/client{c}.json", loop_kind), daemon=True)
             pr.start()
+            _pin_harness(pr.pid)
             procs.append(pr)
     time.sleep(max(0.0, start_at - time.monotonic()) - 0.2)
     rss_idle = proc_rss(cpu_pids)
@@ -510,7 +582,7 @@ def report(rows: list[dict], out: Path) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out / f"load-{stamp}.json").write_text(json.dumps(rows, indent=1))
     lines = ["| profile | loop | N | fwd added p50/p99/max ms | ret added p50/p99 ms | router CPU ms/audio-s |"
-             " router user/system s | harness cores | nginx CPU ratio | RSS idle/active KiB/conn |"
+             " router user/system s | harness cores | CPU ratio vs nginx / uvloop relay | RSS idle/active KiB/conn |"
              " lost audio/finals | errors |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -520,7 +592,8 @@ def report(rows: list[dict], out: Path) -> None:
             f"{fmt(r['ret_added']['p99'])} | {fmt(r['router']['cpu_ms_per_audio_s'], 3)} | "
             f"{fmt(r['router'].get('cpu_user_s'))}/{fmt(r['router'].get('cpu_system_s'))} | "
             f"{fmt(r['router'].get('harness_cores'))} | "
-            f"{fmt(r.get('cpu_ratio_vs_nginx'))} | {fmt(r['router']['rss_idle_per_conn_kib'], 1)}/"
+            f"{fmt(r.get('cpu_ratio_vs_nginx'))} / {fmt(r.get('cpu_ratio_vs_uvrelay'))} | "
+            f"{fmt(r['router']['rss_idle_per_conn_kib'], 1)}/"
             f"{fmt(r['router']['rss_active_per_conn_kib'], 1)} | {r['router']['lost_audio_streams']}/"
             f"{r['router']['lost_finals']} | {r['router']['errors']} |")
     md = "\n".join(lines) + "\n"
@@ -557,8 +630,18 @@ def main(argv=None) -> int:
     ap.add_argument("--loops", default="uvloop")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--nginx", action="store_true")
+    ap.add_argument("--uvrelay", action="store_true",
+                    help="also relay the direct streams through a raw uvloop byte relay (the stack's floor)")
+    ap.add_argument("--pin", action="store_true",
+                    help="router/nginx on the last CPU, load generators and sink on the others")
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args(argv)
+    if args.pin:
+        global PIN
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            ap.error("--pin needs at least 2 CPUs")
+        PIN = ({cpus[-1]}, set(cpus[:-1]))
     rows = []
     for profile in args.profiles.split(","):
         for loop_kind in args.loops.split(","):
@@ -566,14 +649,18 @@ def main(argv=None) -> int:
                 print(f"-- {profile} {loop_kind} N={n}", flush=True)
                 base = run_once("direct", profile, n, args.seconds, args.clients, loop_kind)
                 routed = run_once("router", profile, n, args.seconds, args.clients, loop_kind, args.workers)
-                row = {"profile": profile, "loop": loop_kind, "streams": n, "workers": args.workers,
+                row = {"profile": profile, "loop": loop_kind, "streams": n, "workers": args.workers, "pinned": args.pin,
                        "direct": base, "router": routed,
                        "fwd_added": {k: sub(routed["forward_ms"][k], base["forward_ms"][k]) for k in ("p50", "p99", "max")},
                        "ret_added": {k: sub(routed["return_ms"][k], base["return_ms"][k]) for k in ("p50", "p99", "max")}}
                 if args.nginx and not PROFILES[profile]["converted"]:
-                    ng = run_once("direct", profile, n, args.seconds, args.clients, loop_kind, use_nginx=True)
+                    ng = run_once("direct", profile, n, args.seconds, args.clients, loop_kind, relay_kind="nginx")
                     row["nginx"] = ng
                     row["cpu_ratio_vs_nginx"] = (routed["cpu_s"] / ng["cpu_s"]) if ng["cpu_s"] else None
+                if args.uvrelay and not PROFILES[profile]["converted"]:
+                    uv = run_once("direct", profile, n, args.seconds, args.clients, loop_kind, relay_kind="uvloop")
+                    row["uvrelay"] = uv
+                    row["cpu_ratio_vs_uvrelay"] = (routed["cpu_s"] / uv["cpu_s"]) if uv["cpu_s"] else None
                 ok = (row["fwd_added"]["p99"] is not None and row["fwd_added"]["p99"] <= 10
                       and routed["lost_audio_streams"] == 0 and routed["lost_finals"] == 0 and routed["errors"] == 0)
                 row["within_target"] = ok

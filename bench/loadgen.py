@@ -330,3 +330,52 @@ def masked_frames(frames: list[bytes]) -> list[bytes]:
 
 def text_frame(text: str) -> bytes:
     return frame(1, text.encode(), True)
+
+
+# -- a raw uvloop relay: the floor of the router's own stack ------------------------------------------
+class _Pipe(asyncio.Protocol):
+    """One side of a byte-for-byte TCP relay: what arrives is written to the peer, nothing parsed."""
+
+    def __init__(self) -> None:
+        self.transport = None
+        self.peer: "_Pipe | None" = None
+        self.early: list[bytes] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.early.append(data)
+
+    def connection_lost(self, exc) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+async def serve_uvloop_relay(upstream_port: int) -> int:
+    """Listen on a free port; relay each connection to 127.0.0.1:upstream_port unchanged."""
+    loop = asyncio.get_running_loop()
+
+    def accepted() -> _Pipe:
+        down = _Pipe()
+
+        async def connect() -> None:
+            try:
+                _, up = await loop.create_connection(_Pipe, "127.0.0.1", upstream_port)
+            except OSError:
+                down.transport.close()
+                return
+            up.peer, down.peer = down, up
+            for data in down.early:
+                up.transport.write(data)
+            down.early = []
+
+        loop.create_task(connect())
+        return down
+
+    server = await loop.create_server(accepted, "127.0.0.1", 0, backlog=8192)
+    return server.sockets[0].getsockname()[1]

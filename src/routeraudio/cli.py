@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from .config import PROVIDERS, ServerConfig
 from .errors import ParameterError
@@ -57,31 +58,85 @@ def cmd_serve(args) -> int:
     cfg.secret_bytes()  # refuse a bad secret before forking or listening
     if args.workers <= 1:
         return _run(_serve(cfg), args.loop)
-    # N processes share the port through SO_REUSEPORT; the kernel spreads connections.
-    children = []
-    for _ in range(args.workers):
+    from .auth import KeyStore
+
+    KeyStore(cfg.database).close()  # create the database once, before the workers open it together
+    return _supervise(cfg, args.workers, args.loop)
+
+
+#: a worker that dies this soon after it started counts towards a crash loop
+WORKER_MIN_UPTIME = 5.0
+#: this many such deaths in a row stop the supervisor (exit status 1) instead of restarting forever
+WORKER_CRASH_LOOP = 5
+
+
+def _worker(cfg: ServerConfig, loop: str) -> None:
+    """The body of a forked worker process; never returns."""
+    code = 1
+    try:
+        code = _run(_serve(cfg, reuse_port=True), loop)
+    except BaseException:  # a worker must say why it died before it goes
+        logging.getLogger("routeraudio.server").exception("worker %d failed", os.getpid())
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _supervise(cfg: ServerConfig, n: int, loop: str) -> int:
+    """N worker processes share the port through SO_REUSEPORT; the kernel spreads connections. A
+    worker that dies is logged and replaced (a crash loop stops everything); SIGTERM/SIGINT are
+    passed on, each worker drains, and the exit status is 1 if any of them failed."""
+    log = logging.getLogger("routeraudio.server")
+    workers: dict[int, float] = {}  # pid -> start time
+    stopping = False
+
+    def spawn() -> None:
         pid = os.fork()
         if pid == 0:
-            try:
-                code = _run(_serve(cfg, reuse_port=True), args.loop)
-            finally:
-                os._exit(1)
-            os._exit(code)  # pragma: no cover
-        children.append(pid)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _worker(cfg, loop)
+        workers[pid] = time.monotonic()
 
-    def forward(signum, _frame):
-        for child in children:
+    def forward(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(workers):
             try:
-                os.kill(child, signum)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
+    for _ in range(n):
+        spawn()
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     status = 0
-    for child in children:
-        _, st = os.waitpid(child, 0)
-        status |= os.waitstatus_to_exitcode(st) != 0
+    rapid = 0
+    while workers:
+        try:
+            pid, st = os.wait()
+        except ChildProcessError:
+            break
+        started = workers.pop(pid, None)
+        if started is None:
+            continue
+        code = os.waitstatus_to_exitcode(st)
+        if stopping:
+            status |= code != 0
+            continue
+        rapid = rapid + 1 if time.monotonic() - started < WORKER_MIN_UPTIME else 0
+        if rapid >= WORKER_CRASH_LOOP:
+            log.error("worker %d exited with status %d; %d workers died within %.0f s of starting: "
+                      "stopping", pid, code, rapid, WORKER_MIN_UPTIME)
+            status = 1
+            forward(signal.SIGTERM, None)
+            continue
+        log.error("worker %d exited with status %d; starting a new one", pid, code)
+        time.sleep(min(0.5 * rapid, 2.0))  # no tight loop when workers die at once
+        if not stopping:
+            spawn()
     return status
 
 

@@ -57,9 +57,20 @@ class KeyStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        # Workers started together open one new database at once; switching it to WAL takes a lock
+        # that SQLite's busy timeout does not wait for ("database is locked"), so retry briefly.
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    self._db.close()
+                    raise
+                time.sleep(0.05)
         # The database holds digests only, but its owner alone should read it.
         try:
             os.chmod(self.path, 0o600)
