@@ -56,6 +56,43 @@ def test_token_mint_verify_single_use():
         issuer.verify(token, "deepgram")
 
 
+def test_token_is_single_use_across_processes_sharing_the_database(tmp_path):
+    # Each worker process has its own issuer; the used ids live in the router's database.
+    import multiprocessing as mp
+
+    from routeraudio.auth import SharedJtiStore
+
+    db = tmp_path / "routeraudio.db"
+    minted = [TokenIssuer(SECRET).mint("abcd1234")[0] for _ in range(3)]
+    worker_a = TokenIssuer(SECRET, jti_store=SharedJtiStore(db))
+    assert worker_a.verify(minted[0], "deepgram")["sub"] == "abcd1234"
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:  # another process: a second worker
+        results = pool.starmap(_verify_in_worker, [(str(db), minted[0]), (str(db), minted[1])])
+    assert results == ["already used", "ok"]
+    with pytest.raises(AuthError, match="already used"):
+        worker_a.verify(minted[1], "deepgram")  # used by the other worker
+    restarted = TokenIssuer(SECRET, jti_store=SharedJtiStore(db))  # and after a restart
+    with pytest.raises(AuthError, match="already used"):
+        restarted.verify(minted[0], "deepgram")
+    assert restarted.verify(minted[2], "deepgram")["sub"] == "abcd1234"
+    worker_a.close()
+    restarted.close()
+
+
+def _verify_in_worker(db: str, token: str) -> str:
+    from routeraudio.auth import SharedJtiStore
+
+    issuer = TokenIssuer(SECRET, jti_store=SharedJtiStore(db))
+    try:
+        issuer.verify(token, "deepgram")
+        return "ok"
+    except AuthError as exc:
+        return "already used" if "already used" in str(exc) else str(exc)
+    finally:
+        issuer.close()
+
+
 def test_token_provider_restriction():
     issuer = TokenIssuer(SECRET)
     token, _ = issuer.mint("k", providers=["soniox"])

@@ -30,6 +30,26 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """The router's SQLite database (WAL, autocommit), with ``schema`` applied. Shared by the worker
+    processes of one router: workers started together open a new database at once, and switching
+    it to WAL takes a lock that SQLite's busy timeout does not wait for ("database is locked"), so
+    that step is retried for a while."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL: commits are durable at checkpoints, not fsynced
+            db.executescript(schema)
+            return db
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.05)
+
+
 def is_router_key(key: str) -> bool:
     return key.startswith(KEY_PREFIX)
 
@@ -57,20 +77,7 @@ class KeyStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        # Workers started together open one new database at once; switching it to WAL takes a lock
-        # that SQLite's busy timeout does not wait for ("database is locked"), so retry briefly.
-        deadline = time.monotonic() + 10.0
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(_SCHEMA)
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    self._db.close()
-                    raise
-                time.sleep(0.05)
+        self._db = open_database(self.path, _SCHEMA)
         # The database holds digests only, but its owner alone should read it.
         try:
             os.chmod(self.path, 0o600)

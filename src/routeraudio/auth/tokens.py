@@ -2,8 +2,9 @@
 
 HS256 only, pinned. Required claims: exp, iat, jti, aud, sub (the key id); optional ``providers``.
 Headers other than ``alg`` and ``typ`` are refused (no ``crit``, ``jku``, ``jwk``, ``kid``, ``x5u``...),
-so nothing in a token can steer verification. A ``jti`` is accepted once; the in-process store forgets
-it when the token would have expired anyway.
+so nothing in a token can steer verification. A ``jti`` is accepted once: the router records used ids
+in its database (``SharedJtiStore``), shared by its worker processes, and forgets each when the token
+would have expired anyway.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _REQUIRED = ["exp", "iat", "jti", "aud", "sub"]
 
 
 class JtiStore:
-    """Remembers used token ids until they expire (in-process; one router instance)."""
+    """Remembers used token ids until they expire, in this process only (tests, embedding)."""
 
     def __init__(self) -> None:
         self._seen: dict[str, float] = {}
@@ -42,6 +43,39 @@ class JtiStore:
             return False
         self._seen[jti] = expires + LEEWAY
         return True
+
+
+_JTI_SCHEMA = """
+CREATE TABLE IF NOT EXISTS used_tokens (jti TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS used_tokens_expires ON used_tokens (expires);
+"""
+
+
+class SharedJtiStore(JtiStore):
+    """Used token ids in the router's database, so that a token is single-use across all worker
+    processes (and across restarts), not once per worker. One INSERT per token presented; rows are
+    purged once the token would have expired anyway."""
+
+    def __init__(self, path) -> None:
+        from .keys import open_database
+
+        self._db = open_database(path, _JTI_SCHEMA)
+        self._next_purge = 0.0
+
+    def use(self, jti: str, expires: float, now: float) -> bool:
+        import sqlite3
+
+        if now >= self._next_purge:
+            self._db.execute("DELETE FROM used_tokens WHERE expires <= ?", (now,))
+            self._next_purge = now + 30.0
+        try:
+            self._db.execute("INSERT INTO used_tokens (jti, expires) VALUES (?, ?)", (jti, expires + LEEWAY))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _header(token: str) -> dict:
@@ -61,6 +95,11 @@ class TokenIssuer:
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self._jti = jti_store or JtiStore()
+
+    def close(self) -> None:
+        close = getattr(self._jti, "close", None)
+        if close is not None:
+            close()
 
     def mint(self, key_id: str, *, ttl: float | None = None, providers: Iterable[str] | None = None,
              now: float | None = None) -> tuple[str, int]:

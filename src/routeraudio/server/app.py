@@ -21,7 +21,7 @@ from websockets.server import ServerProtocol
 
 OPEN = State.OPEN
 
-from ..auth import KeyStore, TokenIssuer, is_router_key
+from ..auth import KeyStore, SharedJtiStore, TokenIssuer, is_router_key
 from ..config import PROVIDER_KEY_ENV, ListenParams, ServerConfig
 from ..errors import AuthError, FrameTooLargeError, LimitError, ParameterError, RouterError, ShutdownError, close_code_for
 from ..events import error_json
@@ -43,7 +43,8 @@ class Router:
         self.config = config
         secret = config.secret_bytes()  # refuses a short secret before anything listens
         self.keys = keys or KeyStore(config.database)
-        self.tokens = TokenIssuer(secret, default_ttl=config.token_default_ttl, max_ttl=config.token_max_ttl)
+        self.tokens = TokenIssuer(secret, default_ttl=config.token_default_ttl, max_ttl=config.token_max_ttl,
+                                  jti_store=SharedJtiStore(config.database))
         self.metrics = Metrics()
         self.sessions: set[Session] = set()
         self.sessions_per_key: Counter[str] = Counter()
@@ -86,6 +87,7 @@ class Router:
             self.server.close()
         await asyncio.sleep(0.1)  # let close frames go out
         self.keys.close()
+        self.tokens.close()
 
     async def _wait_sessions(self, timeout: float) -> bool:
         try:
