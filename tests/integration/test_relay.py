@@ -124,3 +124,23 @@ def test_relay_respects_the_pace_lead(relay_calls, tmp_path):
     assert b"".join(f for f in got if isinstance(f, bytes)) == second * 4
     # 4 s sent at once with a 1 s lead: the provider gets the last of it >= ~2 s after the first
     assert rec.last_audio_at - rec.first_audio_at >= 1.5
+
+
+def test_audio_after_close_stream_is_refused_on_the_relay_path_too(relay_calls, tmp_path):
+    frames = [os.urandom(160) for _ in range(50)]
+    close = json.dumps({"type": "close_stream"})
+
+    async def late_audio(ws):
+        await ws.send(close)
+        await ws.send(os.urandom(160))  # in the same TCP stream, right behind the close_stream
+
+    async def main():
+        async with Recording() as s, router(tmp_path, {"deepgram": s.listen_url}) as r:
+            out = await session(listen_url(r, provider="deepgram", encoding="pcm_mulaw", sample_rate=8000),
+                                frames, headers=HDR, pace=0.002, close=None, after_send=late_audio)
+            return out, s.frames
+
+    out, got = run("uvloop", main)
+    assert relay_calls["frames"] >= 20  # the stream was on the relay path before close_stream
+    assert out.code == 4000 and "after close_stream" in out.errors[0]["error"]
+    assert b"".join(f for f in got if isinstance(f, bytes)) == b"".join(frames)  # not the late frame

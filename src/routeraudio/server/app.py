@@ -226,11 +226,12 @@ class ClientConnection(WsEndpoint):
                 # re-masked (raw PCM forwarded unchanged) or unmasked here for the session; anything
                 # else (control, text, partial frames) goes through websockets as usual.
                 session = self.session
-                budget = session.relay_budget()
-                if budget:
-                    wire, frames, nbytes, used = relay_binary_frames(data, self.max_message, budget)
+                write = session.relay_write
+                if write is not None:
+                    wire, frames, nbytes, used = relay_binary_frames(data, self.max_message, session.relay_free)
                     if frames:
-                        session.relayed(wire, frames, nbytes)
+                        write(wire)
+                        session.relayed(frames, nbytes)
                         if used == len(data):
                             return
                         data = data[used:]

@@ -54,7 +54,9 @@ class Session:
             self.audio = AudioPipeline(params.encoding, params.sample_rate, params.channels, plan.sample_rate)
         else:
             self.audio = AudioMeter(params.encoding, params.sample_rate, params.channels)
-        # Raw PCM forwarded unchanged may take the relay fast path (see relay_budget).
+        # Raw PCM forwarded unchanged may take the relay fast path (see _update_relay).
+        self.relay_write = None
+        self.relay_free = 0
         self._relay_bytes_per_s = (0 if plan.convert or params.encoding not in ("pcm_s16le", "pcm_mulaw")
                                    else params.sample_rate * params.channels
                                    * (1 if params.encoding == "pcm_mulaw" else 2))
@@ -130,6 +132,7 @@ class Session:
     def on_message(self, data: str | bytes) -> None:
         if self._held or "pace" in self._paused:
             self._held.append(data)
+            self.relay_write = None
         elif type(data) is bytes:
             self.on_audio(data)
         else:
@@ -173,34 +176,43 @@ class Session:
                     "of audio were buffered; the router does not buffer more"))
 
     # -- the relay fast path: raw PCM forwarded unchanged --------------------------------------
-    def relay_budget(self) -> int:
-        """How many audio bytes the client connection may relay straight upstream now, re-masked
-        in C without a Python call per frame (wsframe.relay_binary_frames), or 0 when the audio
-        must take ``on_audio``: converted or container audio, upstream not open, anything queued,
-        held or paused, the stream ending. Relaying stops at the frame that reaches the pace lead."""
-        if (not self._relay_bytes_per_s or self._pending is not None or self.ending or self.finished
-                or self._held or self._paused or not self.adapter.relay_ready()):
-            return 0
+    # While ``relay_write`` is set, the client connection relays whole audio frames straight to the
+    # provider (re-masked in C by wsframe.relay_binary_frames) and reports them to ``relayed``:
+    # no per-frame on_audio, adapter or pump. ``_update_relay`` sets or clears it wherever one of
+    # its conditions changes: the end of every ``_pump`` (adapter and upstream state), pausing and
+    # resuming, close_stream and every ending. ``relay_free`` is how many audio bytes may go before
+    # the pace lead has to be checked against the clock again.
+    def _update_relay(self) -> None:
         up = self.upstream
-        if not up.writes_directly():
-            return 0
+        if (self._relay_bytes_per_s and self._pending is None and not self.ending and not self.finished
+                and not self._held and not self._paused and up is not None and self.adapter.relay_ready()
+                and up.writes_directly()):
+            self.relay_write = up.transport.write
+            self._refresh_relay_free()
+        else:
+            self.relay_write = None
+
+    def _refresh_relay_free(self) -> None:
         lead = self.cfg.pace_lead_seconds
         if not lead:
-            return 1 << 62
-        ahead = (self.loop.time() - self.started + lead) * self._relay_bytes_per_s - self.audio.bytes_in
-        return max(1, int(ahead))  # at least one frame: on_audio, too, pauses only after one
+            self.relay_free = 1 << 62
+        else:  # at least one frame: on_audio, too, pauses only after the frame that crosses the lead
+            ahead = (self.loop.time() - self.started + lead) * self._relay_bytes_per_s - self.audio.bytes_in
+            self.relay_free = max(1, int(ahead))
 
-    def relayed(self, wire: bytes, frames: int, nbytes: int) -> None:
-        """``frames`` client frames (``nbytes`` of audio), re-masked as ``wire``, go upstream."""
-        self.upstream.transport.write(wire)
+    def relayed(self, frames: int, nbytes: int) -> None:
+        """``frames`` client frames carrying ``nbytes`` of audio went upstream through ``relay_write``."""
         self.adapter.relayed(frames, nbytes)
         self.audio.count(nbytes)
-        now = self.loop.time()
-        self.last_client = self.last_upstream_audio = now
-        lead = self.cfg.pace_lead_seconds
-        if lead and self.audio.duration - (now - self.started) > lead:
-            self._pause("pace")
-            self._arm("pace", self.audio.duration - (now - self.started) - lead / 2, self._unpace)
+        now = self.last_client = self.last_upstream_audio = self.loop.time()
+        free = self.relay_free = self.relay_free - nbytes
+        if free <= 0:
+            lead = self.cfg.pace_lead_seconds
+            if self.audio.duration - (now - self.started) > lead:
+                self._pause("pace")  # clears relay_write
+                self._arm("pace", self.audio.duration - (now - self.started) - lead / 2, self._unpace)
+            else:
+                self._refresh_relay_free()
 
     def on_text(self, text: str) -> None:
         if self.finished:
@@ -233,6 +245,7 @@ class Session:
         if self.ending or self.finished:
             return
         self.ending = True
+        self.relay_write = None
         try:
             tail = self.audio.flush()
         except AudioFormatError as exc:
@@ -252,6 +265,7 @@ class Session:
         if self.finished:
             return
         self.finished = True
+        self.relay_write = None
         self._record_close(code)
         self._close_upstream()
         self._cleanup()
@@ -294,12 +308,14 @@ class Session:
         if not self._paused and transport is not None and not transport.is_closing():
             transport.pause_reading()
         self._paused.add(reason)
+        self.relay_write = None
 
     def _resume(self, reason: str) -> None:
         self._paused.discard(reason)
         transport = self.client.transport
         if not self._paused and transport is not None and not transport.is_closing():
             transport.resume_reading()
+        self._update_relay()
 
     def _unpace(self) -> None:
         self._paused.discard("pace")
@@ -365,6 +381,7 @@ class Session:
                 self._cancel("adapter")
                 if deadline is not None:
                     self._arm("adapter", max(0.0, deadline - self.loop.time()), self._adapter_timer)
+            self._update_relay()
 
     def _adapter_timer(self) -> None:
         self._adapter_deadline = None
@@ -422,6 +439,7 @@ class Session:
         if self.finished:
             return
         self.finished = True
+        self.relay_write = None
         code = self._end_code
         if code != 1000:
             self.client.send_text(error_json(
@@ -436,6 +454,7 @@ class Session:
         if self.finished:
             return
         self.finished = True
+        self.relay_write = None
         code = close_code_for(exc)
         message = str(exc) if isinstance(exc, RouterError) else "internal error in the router"
         extra: dict = {}
@@ -451,6 +470,7 @@ class Session:
         self._cleanup()
 
     def _close_upstream(self) -> None:
+        self.relay_write = None
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
         up = self.upstream
