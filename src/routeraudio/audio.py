@@ -161,22 +161,38 @@ class AudioPipeline:
         elif encoding == "mp3":
             path = _Mp3Path(target_rate)
         else:
-            from ._codec.pcm import PcmConverter
+            from ._codec.resample import OUTPUT_RATES
 
-            path = PcmConverter(encoding, sample_rate, channels, target_rate)
+            if target_rate != sample_rate and target_rate not in OUTPUT_RATES:
+                raise ValueError(f"raw PCM is converted to {OUTPUT_RATES} Hz (or kept at its rate), "
+                                 f"not {target_rate}")
+            # The PcmConverter comes with the first audio: an idle session holds no resampler
+            # buffers (70 KiB for 44.1 -> 24 kHz, 33 KiB for 8 -> 16 kHz).
+            path = None
         self.encoding = encoding
         self.sample_rate = sample_rate
         self.channels = channels
         self.target_rate = target_rate
         self._path = path
-        self.feed = path.feed  # the hot path: one bound-method call per client frame
+        # the hot path: one bound-method call per client frame
+        self.feed = path.feed if path is not None else self._first_feed
+
+    def _pcm_path(self):
+        from ._codec.pcm import PcmConverter
+
+        path = self._path = PcmConverter(self.encoding, self.sample_rate, self.channels, self.target_rate)
+        self.feed = path.feed
+        return path
+
+    def _first_feed(self, data) -> bytes:
+        return self._pcm_path().feed(data)
 
     def flush(self) -> bytes:
-        return self._path.flush()
+        return (self._path if self._path is not None else self._pcm_path()).flush()
 
     @property
     def duration(self) -> float:
-        return self._path.duration
+        return self._path.duration if self._path is not None else 0.0
 
 
 class AudioMeter:

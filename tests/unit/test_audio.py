@@ -192,3 +192,17 @@ def test_invalid_construction():
     for args in (("flac", 16000, 1, 16000), ("pcm_s16le", 11025, 1, 16000), ("pcm_s16le", 16000, 9, 16000)):
         with pytest.raises(ValueError):
             AudioPipeline(*args)
+
+
+def test_pcm_pipeline_checks_rates_at_once_and_builds_its_converter_with_the_first_audio():
+    from routeraudio._codec.pcm import PcmConverter
+
+    with pytest.raises(ValueError, match="22050"):
+        AudioPipeline("pcm_s16le", 44100, 1, 22050)  # refused before any audio, as before
+    idle = AudioPipeline("pcm_s16le", 44100, 1, 24000)
+    assert idle.duration == 0.0 and idle.flush() == b""  # a session that never sent audio
+    pcm = np.random.default_rng(3).integers(-9000, 9000, 44100, dtype=np.int16).tobytes()
+    p = AudioPipeline("pcm_s16le", 44100, 1, 24000)
+    ref = PcmConverter("pcm_s16le", 44100, 1, 24000)
+    assert _run(p, pcm, cuts=range(882, len(pcm), 882)) == ref.feed(pcm) + ref.flush()
+    assert p.duration == pytest.approx(1.0)
