@@ -241,6 +241,11 @@ class AudioMeter:
         self._bytes += nbytes
 
     @property
+    def raw_bytes_per_second(self) -> int:
+        """Bytes per second of raw PCM; 0 for containers, whose bytes are not a measure of time."""
+        return self._rate_bytes if self._demux is None and self._mp3 is None else 0
+
+    @property
     def bytes_in(self) -> int:
         """Raw PCM bytes metered so far (0 for containers)."""
         return self._bytes

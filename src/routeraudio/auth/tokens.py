@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import sqlite3
 import time
 from typing import Iterable
 
@@ -19,6 +20,7 @@ import jwt
 
 from ..config import PROVIDERS
 from ..errors import AuthError, ParameterError
+from .keys import open_database
 
 ALGORITHM = "HS256"
 AUDIENCE = "routeraudio"
@@ -57,14 +59,10 @@ class SharedJtiStore(JtiStore):
     purged once the token would have expired anyway."""
 
     def __init__(self, path) -> None:
-        from .keys import open_database
-
         self._db = open_database(path, _JTI_SCHEMA)
         self._next_purge = 0.0
 
     def use(self, jti: str, expires: float, now: float) -> bool:
-        import sqlite3
-
         if now >= self._next_purge:
             self._db.execute("DELETE FROM used_tokens WHERE expires <= ?", (now,))
             self._next_purge = now + 30.0

@@ -199,12 +199,17 @@ class Adapter(ABC):
         self._finish()
 
     # -- the server's relay fast path -----------------------------------------------------------
+    #: ``send_audio`` sends each chunk unchanged as one binary frame while open, and nothing else:
+    #: the server may then relay client frames itself (see ``relay_ready``)
+    RELAYS_AUDIO = False
+
     def relay_ready(self) -> bool:
         """Whether the server may forward client audio itself, each client frame unchanged as one
         binary frame, instead of calling ``send_audio`` (the server's hot path for audio forwarded
-        natively). False by default; an adapter that says yes is told what went by ``relayed``. Never
-        true with frames queued in ``data_to_send``, so relayed audio cannot overtake them."""
-        return False
+        natively): for adapters with ``RELAYS_AUDIO``, while open. An adapter that relays is told
+        what went by ``relayed``. Never true with frames queued in ``data_to_send``, so relayed
+        audio cannot overtake them."""
+        return self.RELAYS_AUDIO and self.state is State.OPEN and not self._to_send
 
     def relayed(self, frames: int, nbytes: int) -> None:
         """Account for ``frames`` binary frames of ``nbytes`` audio bytes relayed under ``relay_ready``."""

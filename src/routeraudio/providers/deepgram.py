@@ -140,6 +140,7 @@ def _bool(flag: bool) -> str:
 @register
 class DeepgramAdapter(Adapter):
     name = "deepgram"
+    RELAYS_AUDIO = True  # send_audio: one binary frame per chunk, unchanged
     API_KEY_ENV = "DEEPGRAM_API_KEY"
     DEFAULT_URL = "wss://api.deepgram.com/v1/listen"
     CAPABILITIES = Capabilities(
@@ -199,9 +200,6 @@ class DeepgramAdapter(Adapter):
     def send_audio(self, data: bytes, now: float) -> None:
         if data and self._accepting():  # an empty frame would end Deepgram's stream
             self._send(bytes(data))
-
-    def relay_ready(self) -> bool:
-        return self.state is State.OPEN and not self._to_send  # what send_audio does, frame for frame
 
     def send_finalize(self) -> None:
         if self._accepting():

@@ -196,6 +196,7 @@ def error_from_response(msg: dict) -> ProviderError:
 @register
 class SonioxAdapter(Adapter):
     name = "soniox"
+    RELAYS_AUDIO = True  # send_audio: one binary frame per chunk, unchanged
     API_KEY_ENV = "SONIOX_API_KEY"
     DEFAULT_URL = "wss://stt-rt.soniox.com/transcribe-websocket"
     CAPABILITIES = Capabilities(
@@ -262,9 +263,6 @@ class SonioxAdapter(Adapter):
     def send_audio(self, data: bytes, now: float) -> None:
         if data and self._accepting():  # an empty frame would end Soniox's stream
             self._send(bytes(data))
-
-    def relay_ready(self) -> bool:
-        return self.state is State.OPEN and not self._to_send  # what send_audio does, frame for frame
 
     def send_finalize(self) -> None:
         if self._accepting():

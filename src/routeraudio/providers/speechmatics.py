@@ -213,6 +213,7 @@ _FINALIZE = object()  # a finalize held, in order, until RecognitionStarted
 @register
 class SpeechmaticsAdapter(Adapter):
     name = "speechmatics"
+    RELAYS_AUDIO = True  # send_audio: one binary frame per chunk, unchanged
     TYPE_FIELD = "message"
     API_KEY_ENV = "SPEECHMATICS_API_KEY"
     DEFAULT_URL = "wss://eu.rt.speechmatics.com/v2"
@@ -293,7 +294,7 @@ class SpeechmaticsAdapter(Adapter):
         self._bytes_sent += len(data)
 
     def relay_ready(self) -> bool:
-        return self.started and self.state is State.OPEN and not self._to_send
+        return self.started and super().relay_ready()  # before RecognitionStarted, audio is held
 
     def relayed(self, frames: int, nbytes: int) -> None:
         self.chunks_sent += frames  # each relayed frame is one AddAudio: EndOfStream counts them

@@ -57,9 +57,7 @@ class Session:
         # Raw PCM forwarded unchanged may take the relay fast path (see _update_relay).
         self.relay_write = None
         self.relay_free = 0
-        self._relay_bytes_per_s = (0 if plan.convert or params.encoding not in ("pcm_s16le", "pcm_mulaw")
-                                   else params.sample_rate * params.channels
-                                   * (1 if params.encoding == "pcm_mulaw" else 2))
+        self._relay_bytes_per_s = 0 if plan.convert else self.audio.raw_bytes_per_second
         self.upstream: upstream_mod.UpstreamConnection | None = None
         # Audio (bytes) and finalize requests (FINALIZE) that arrived before upstream opened, in order;
         # None once it is open.
@@ -156,11 +154,7 @@ class Session:
             return
         now = self.loop.time()
         self.last_client = now
-        lead = self.cfg.pace_lead_seconds
-        if lead and self.audio.duration - (now - self.started) > lead and "pace" not in self._paused:
-            # Faster than real time: stop reading until real time catches up to half the lead.
-            self._pause("pace")
-            self._arm("pace", self.audio.duration - (now - self.started) - lead / 2, self._unpace)
+        self._pace(now)
         if not pcm:
             return
         if self._pending is None:
@@ -206,13 +200,19 @@ class Session:
         self.audio.count(nbytes)
         now = self.last_client = self.last_upstream_audio = self.loop.time()
         free = self.relay_free = self.relay_free - nbytes
-        if free <= 0:
-            lead = self.cfg.pace_lead_seconds
-            if self.audio.duration - (now - self.started) > lead:
-                self._pause("pace")  # clears relay_write
-                self._arm("pace", self.audio.duration - (now - self.started) - lead / 2, self._unpace)
-            else:
-                self._refresh_relay_free()
+        if free <= 0 and not self._pace(now):  # pausing clears relay_write
+            self._refresh_relay_free()
+
+    def _pace(self, now: float) -> bool:
+        """A client ahead of real time by more than the pace lead: stop reading it until real time
+        catches up to half the lead. True if it was paused now."""
+        lead = self.cfg.pace_lead_seconds
+        ahead = self.audio.duration - (now - self.started)
+        if lead and ahead > lead and "pace" not in self._paused:
+            self._pause("pace")
+            self._arm("pace", ahead - lead / 2, self._unpace)
+            return True
+        return False
 
     def on_text(self, text: str) -> None:
         if self.finished:

@@ -103,27 +103,24 @@ class WsEndpoint(asyncio.Protocol):
     def writes_directly(self) -> bool:
         """Whether a data frame may be built here (wsframe, in C) and written to the transport
         directly, bypassing websockets: open, nothing of websockets' own waiting to be written, no
-        debug logging of frames. websockets keeps no state for unfragmented data frames it sends."""
+        extensions, no debug logging of frames. websockets keeps no state for unfragmented data
+        frames it sends."""
         ws = self.ws
         return (ws is not None and ws.state is State.OPEN and not ws.debug and not ws.writes
                 and not ws.extensions and not self.transport.is_closing())
 
     def send_text(self, text: str) -> None:
-        ws = self.ws
-        if ws is not None and ws.state is State.OPEN:
-            if not ws.debug and not ws.writes and not ws.extensions:
-                self.transport.write(text_frame(text, self.masks))
-                return
-            ws.send_text(text.encode("utf-8"))
+        if self.writes_directly():
+            self.transport.write(text_frame(text, self.masks))
+        elif self.ws is not None and self.ws.state is State.OPEN:
+            self.ws.send_text(text.encode("utf-8"))
             self.flush()
 
     def send_binary(self, data: bytes) -> None:
-        ws = self.ws
-        if ws is not None and ws.state is State.OPEN:
-            if not ws.debug and not ws.writes and not ws.extensions:
-                self.transport.write(binary_frame(data, self.masks))
-                return
-            ws.send_binary(data)
+        if self.writes_directly():
+            self.transport.write(binary_frame(data, self.masks))
+        elif self.ws is not None and self.ws.state is State.OPEN:
+            self.ws.send_binary(data)
             self.flush()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
